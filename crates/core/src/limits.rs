@@ -1,0 +1,21 @@
+//! Every bound the protocol enforces, in one place (spec/05-double-ratchet.md, "Bounds").
+
+/// Most message keys one incoming message may make the receiver skip in one
+/// chain. A header asking for more is refused with [`crate::Error::TooFarAhead`]
+/// before any key is derived, which bounds the work a forged header can cause.
+pub const MAX_SKIP: u32 = 1000;
+
+/// Most skipped message keys kept for one chain; past it the oldest of that
+/// chain are evicted.
+pub const MAX_SKIPPED_PER_CHAIN: usize = 1000;
+
+/// Most skipped message keys kept in one session; past it the oldest are evicted.
+pub const MAX_SKIPPED_PER_SESSION: usize = 2000;
+
+/// Largest plaintext one ratchet message carries (16 MiB): bigger payloads are
+/// attachments, encrypted separately and referenced from a message.
+pub const MAX_PLAINTEXT_LEN: usize = 16 * 1024 * 1024;
+
+/// How many remote ratchet keys a session remembers after moving past them,
+/// so that a replay from an old chain is recognised as one.
+pub const MAX_PREVIOUS_REMOTE_RATCHETS: usize = 8;

@@ -1,0 +1,31 @@
+//! Compiles `schemas/*.proto` with protox, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let schema = "schemas/ward_core.proto";
+    println!("cargo:rerun-if-changed={schema}");
+    let descriptors = protox::compile([schema], ["schemas"])?;
+
+    // Messages that carry secret key material: no derived Debug (it would print
+    // the bytes) and zeroize on drop, so decoding state never leaves copies.
+    let secret_messages = [
+        ".ward.core.v1.ChainState",
+        ".ward.core.v1.SkippedKey",
+        ".ward.core.v1.PendingPreKey",
+        ".ward.core.v1.SessionState",
+    ];
+    let mut config = prost_build::Config::new();
+    config.btree_map(["."]);
+    for path in secret_messages {
+        config.skip_debug([path]);
+        config.type_attribute(
+            path,
+            "#[derive(::zeroize::Zeroize, ::zeroize::ZeroizeOnDrop)]",
+        );
+    }
+    // Public messages are cleared too when nested in a secret one.
+    for path in [".ward.core.v1.DeviceIdentity"] {
+        config.type_attribute(path, "#[derive(::zeroize::Zeroize)]");
+    }
+    config.compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! Protobuf wire types of the Ward protocol.
+//!
+//! These are the raw encodings only; `ward-core` validates them and turns them
+//! into domain types. The normative description of every field is in
+//! `spec/03-encodings.md`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+/// Version 1 of the ward-core schemas (`proto/schemas/ward_core.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod core_v1 {
+    include!(concat!(env!("OUT_DIR"), "/ward.core.v1.rs"));
+}
+
+pub use prost::{DecodeError, Message};
