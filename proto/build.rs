@@ -23,9 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     // Public messages are cleared too when nested in a secret one.
-    for path in [".ward.core.v1.DeviceIdentity"] {
-        config.type_attribute(path, "#[derive(::zeroize::Zeroize)]");
-    }
+    config.type_attribute(
+        ".ward.core.v1.DeviceIdentity",
+        "#[derive(::zeroize::Zeroize)]",
+    );
     config.compile_fds(descriptors)?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! `spec/03-encodings.md`.
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 extern crate alloc;
 

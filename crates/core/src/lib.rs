@@ -39,6 +39,7 @@
 //! ```
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 extern crate alloc;
 #[cfg(any(feature = "std", test))]
@@ -46,6 +47,7 @@ extern crate std;
 
 mod encoding;
 pub mod error;
+pub mod hazmat;
 pub mod identity;
 mod kdf;
 pub mod limits;

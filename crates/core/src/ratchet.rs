@@ -164,17 +164,18 @@ impl Ratchet {
 
     fn plan(&self, header: &Header) -> Result<Plan> {
         // In-order messages of the current chain: the common case, no search.
-        if let Some(chain) = self.receiving.as_ref() {
-            if chain.ratchet_key == header.ratchet_key && header.counter >= chain.index {
-                let (message_key, receiving, new_skipped) = advance(chain, header.counter)?;
-                return Ok(Plan {
-                    message_key,
-                    skipped_index: None,
-                    new_root: None,
-                    receiving: Some(receiving),
-                    new_skipped,
-                });
-            }
+        if let Some(chain) = self.receiving.as_ref()
+            && chain.ratchet_key == header.ratchet_key
+            && header.counter >= chain.index
+        {
+            let (message_key, receiving, new_skipped) = advance(chain, header.counter)?;
+            return Ok(Plan {
+                message_key,
+                skipped_index: None,
+                new_root: None,
+                receiving: Some(receiving),
+                new_skipped,
+            });
         }
         if let Some(at) = self
             .skipped

@@ -1,5 +1,8 @@
 //! Whole conversations between two in-memory devices.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 mod common;
 
 use common::{Device, Pair, rng};

@@ -1,5 +1,5 @@
 //! Alice and Bob in memory, with a deterministic RNG.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
