@@ -70,7 +70,7 @@ fn main() -> Result<(), ward_core::Error> {
             user_id: b"okafor",
             devices: &[okafor.public().clone()],
         },
-    );
+    )?;
     println!("safety number both phones show:\n  {}", safety.grouped());
     Ok(())
 }

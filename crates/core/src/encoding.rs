@@ -19,6 +19,8 @@ pub mod format {
     pub const SIGNED_PREKEY_SECRET: u8 = 0x05;
     /// A one-time prekey pair's secret, version 1 (fixed layout).
     pub const ONE_TIME_PREKEY_SECRET: u8 = 0x06;
+    /// A device identity's secrets, version 1 (fixed layout).
+    pub const IDENTITY_SECRET: u8 = 0x07;
 }
 
 /// Splits off the format byte and checks it.

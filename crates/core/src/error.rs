@@ -46,6 +46,13 @@ pub enum Error {
     ChainExhausted,
     /// The plaintext exceeds [`crate::limits::MAX_PLAINTEXT_LEN`].
     MessageTooLarge,
+    /// An argument exceeds a length the encoding can carry.
+    InputTooLong {
+        /// The argument, as named in the spec.
+        field: &'static str,
+        /// The largest length allowed.
+        max: usize,
+    },
     /// The session has no key to send or receive with yet (a responder asked
     /// to decrypt a new ratchet before it has ever sent).
     NotReady,
@@ -107,6 +114,7 @@ impl fmt::Display for Error {
             Error::PreKeyMismatch => f.write_str("pre-key message names other prekeys"),
             Error::ChainExhausted => f.write_str("sending chain counter exhausted"),
             Error::MessageTooLarge => f.write_str("plaintext too large for one message"),
+            Error::InputTooLong { field, max } => write!(f, "{field} longer than {max}"),
             Error::NotReady => f.write_str("session has no ratchet key for this message"),
         }
     }

@@ -15,14 +15,15 @@ use ward_proto::{Message, core_v1 as pb};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::encoding::fixed;
+use crate::encoding::{expect_format, fixed, format};
 use crate::error::{DecodeError, Error, Result};
 
 /// Prefix of the message the Ed25519 key signs to bind the X25519 identity key.
 pub const IDENTITY_BINDING_LABEL: &[u8] = b"Ward v1 identity dh key\0";
 
-/// Length of [`IdentityKeyPair::to_secret_bytes`].
-pub const IDENTITY_SECRET_LEN: usize = 64;
+/// Length of [`IdentityKeyPair::to_secret_bytes`]: format byte, Ed25519 seed,
+/// X25519 secret.
+pub const IDENTITY_SECRET_LEN: usize = 65;
 
 /// A device's long-term secret keys. Zeroized on drop; `Debug` shows only the
 /// public identity.
@@ -45,14 +46,23 @@ pub struct DeviceIdentity {
 impl IdentityKeyPair {
     /// Generates a fresh identity from the caller's RNG.
     pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut secret = Zeroizing::new([0u8; IDENTITY_SECRET_LEN]);
+        let mut secret = Zeroizing::new([0u8; 64]);
         rng.fill_bytes(secret.as_mut_slice());
-        Self::from_secret_bytes(&secret)
+        Self::from_seeds(&secret)
     }
 
     /// Restores an identity from [`Self::to_secret_bytes`]. Ed25519 signing is
     /// deterministic, so the public identity comes out byte for byte the same.
-    pub fn from_secret_bytes(secret: &[u8; IDENTITY_SECRET_LEN]) -> Self {
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
+        let body = expect_format(bytes, format::IDENTITY_SECRET)?;
+        let mut seeds = Zeroizing::new(fixed::<64>("identity_secret", body)?);
+        let pair = Self::from_seeds(&seeds);
+        seeds.zeroize();
+        Ok(pair)
+    }
+
+    /// `secret` is the Ed25519 seed followed by the X25519 secret.
+    fn from_seeds(secret: &[u8; 64]) -> Self {
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&secret[..32]);
         let signing = SigningKey::from_bytes(&seed);
@@ -75,12 +85,13 @@ impl IdentityKeyPair {
         }
     }
 
-    /// The Ed25519 seed followed by the X25519 secret, for the caller's
-    /// encrypted key store.
+    /// Format byte, Ed25519 seed, X25519 secret: for the caller's encrypted
+    /// key store.
     pub fn to_secret_bytes(&self) -> Zeroizing<[u8; IDENTITY_SECRET_LEN]> {
         let mut out = Zeroizing::new([0u8; IDENTITY_SECRET_LEN]);
-        out[..32].copy_from_slice(self.signing.as_bytes());
-        out[32..].copy_from_slice(self.dh.as_bytes());
+        out[0] = format::IDENTITY_SECRET;
+        out[1..33].copy_from_slice(self.signing.as_bytes());
+        out[33..].copy_from_slice(self.dh.as_bytes());
         out
     }
 
@@ -117,8 +128,10 @@ impl DeviceIdentity {
     /// Length of [`Self::to_bytes`].
     pub const ENCODED_LEN: usize = 128;
 
-    /// Checks and builds an identity from its three parts: both keys must be
-    /// valid and not of small order, and the signature must verify.
+    /// Checks and builds an identity from its three parts: the Ed25519 key
+    /// must decode and not be of small order, and the signature must verify
+    /// (strictly). The X25519 key is not checked here: a small-order one
+    /// fails every handshake with [`Error::NonContributoryKey`].
     pub fn from_parts(signing_key: &[u8], dh_key: &[u8], signature: &[u8]) -> Result<Self> {
         let signing_key = fixed::<32>("identity.signing_key", signing_key)?;
         let dh_key = fixed::<32>("identity.dh_key", dh_key)?;
@@ -256,7 +269,7 @@ mod tests {
     #[test]
     fn secret_bytes_round_trip_to_the_same_identity() {
         let id = IdentityKeyPair::generate(&mut test_rng(1));
-        let again = IdentityKeyPair::from_secret_bytes(&id.to_secret_bytes());
+        let again = IdentityKeyPair::from_secret_bytes(&id.to_secret_bytes()[..]).unwrap();
         assert_eq!(id.public(), again.public());
         assert_eq!(
             DeviceIdentity::from_bytes(&id.public().to_bytes()).unwrap(),
@@ -326,5 +339,26 @@ mod tests {
             id.public().verify(b"challengf", &sig),
             Err(Error::BadSignature)
         );
+    }
+}
+
+#[cfg(test)]
+mod secret_format_tests {
+    use super::*;
+    use crate::test_rng;
+
+    #[test]
+    fn identity_secrets_carry_their_format_byte() {
+        let id = IdentityKeyPair::generate(&mut test_rng(6));
+        let mut bytes = *id.to_secret_bytes();
+        assert_eq!(bytes[0], format::IDENTITY_SECRET);
+        bytes[0] = format::SIGNED_PREKEY_SECRET;
+        assert_eq!(
+            IdentityKeyPair::from_secret_bytes(&bytes).err(),
+            Some(Error::UnsupportedFormat {
+                found: format::SIGNED_PREKEY_SECRET
+            })
+        );
+        assert!(IdentityKeyPair::from_secret_bytes(&bytes[..64]).is_err());
     }
 }

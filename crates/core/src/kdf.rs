@@ -8,7 +8,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// HKDF `info` of the handshake secret; followed by the two identities.
+/// Start of the handshake KDF's `info`; the identities, the signed prekey and
+/// the base key follow (spec/04-handshake.md).
 pub(crate) const LABEL_HANDSHAKE: &[u8] = b"Ward v1 handshake";
 /// HKDF `info` of the root KDF.
 pub(crate) const LABEL_RATCHET: &[u8] = b"Ward v1 ratchet";

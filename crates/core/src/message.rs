@@ -18,6 +18,7 @@ use ward_proto::{Message, core_v1 as pb};
 use crate::encoding::{expect_format, fixed, format, put_varint, take_varint};
 use crate::error::{DecodeError, Error, Result};
 use crate::identity::DeviceIdentity;
+use crate::limits::MAX_PLAINTEXT_LEN;
 use crate::prekeys::KEM_CIPHERTEXT_LEN;
 
 /// Length of the Poly1305 tag closing every ciphertext.
@@ -86,6 +87,9 @@ impl<'a> RatchetMessage<'a> {
         let (previous_counter, sealed) = take_varint(rest)?;
         if sealed.len() < TAG_LEN {
             return Err(DecodeError::Truncated.into());
+        }
+        if sealed.len() > MAX_PLAINTEXT_LEN + TAG_LEN {
+            return Err(Error::MessageTooLarge);
         }
         Ok(Self {
             header: Header {
@@ -219,6 +223,18 @@ mod tests {
         for len in 0..36 + TAG_LEN {
             assert!(RatchetMessage::decode(&bytes[..len]).is_err(), "len {len}");
         }
+    }
+
+    #[test]
+    fn an_oversized_ciphertext_is_refused_before_any_work() {
+        let mut bytes = sample();
+        bytes.resize(36 + MAX_PLAINTEXT_LEN + TAG_LEN, 0);
+        assert!(RatchetMessage::decode(&bytes).is_ok());
+        bytes.push(0);
+        assert_eq!(
+            RatchetMessage::decode(&bytes).err(),
+            Some(Error::MessageTooLarge)
+        );
     }
 
     #[test]

@@ -134,7 +134,8 @@ impl SignedPreKeyPair {
     }
 
     /// Restores a set from [`Self::to_secret_bytes`]; the signature is
-    /// recomputed (Ed25519 is deterministic) with the identity it belongs to.
+    /// recomputed (Ed25519 is deterministic) with `identity`, which must be
+    /// the one the set was made with: the store is the caller's own.
     pub fn from_secret_bytes(identity: &IdentityKeyPair, bytes: &[u8]) -> Result<Self> {
         let body = expect_format(bytes, format::SIGNED_PREKEY_SECRET)?;
         let body = fixed::<108>("signed_prekey_secret", body)?;
@@ -378,7 +379,8 @@ impl PreKeyBundle {
         })
     }
 
-    /// Decodes a bundle and verifies both of its signatures and its keys.
+    /// Decodes a bundle and verifies both of its signatures and its ML-KEM
+    /// key. X25519 keys are checked when used (non-contributory results fail).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let body = expect_format(bytes, format::PREKEY_BUNDLE)?;
         let p = pb::PreKeyBundle::decode(body)?;

@@ -8,6 +8,7 @@ use core::fmt;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
+use crate::error::{Error, Result};
 use crate::identity::DeviceIdentity;
 
 /// Hash prefix of a party's fingerprint.
@@ -39,10 +40,11 @@ pub struct SafetyNumber {
 
 impl SafetyNumber {
     /// Computes the safety number of two parties. Swapping them gives the same
-    /// number, so each device computes it with itself as `local`.
-    pub fn new(local: Party<'_>, remote: Party<'_>) -> Self {
-        let a = fingerprint(local);
-        let b = fingerprint(remote);
+    /// number, so each device computes it with itself as `local`. A user id
+    /// or device list longer than 65,535 is refused, never cut short.
+    pub fn new(local: Party<'_>, remote: Party<'_>) -> Result<Self> {
+        let a = fingerprint(local)?;
+        let b = fingerprint(remote)?;
         let (first, second) = if a <= b { (a, b) } else { (b, a) };
         let mut digits = String::with_capacity(DIGITS);
         for half in [&first, &second] {
@@ -57,7 +59,7 @@ impl SafetyNumber {
         qr[0] = QR_VERSION;
         qr[1..33].copy_from_slice(&first);
         qr[33..].copy_from_slice(&second);
-        Self { digits, qr }
+        Ok(Self { digits, qr })
     }
 
     /// The 60 digits, to read aloud.
@@ -95,26 +97,28 @@ impl fmt::Debug for SafetyNumber {
 }
 
 /// `SHA-512(label || u16(len(user_id)) || user_id || u16(n) || sorted signing keys)[..32]`.
-fn fingerprint(party: Party<'_>) -> [u8; 32] {
+fn fingerprint(party: Party<'_>) -> Result<[u8; 32]> {
     let mut keys: Vec<&[u8; 32]> = party.devices.iter().map(|d| d.signing_key()).collect();
     keys.sort_unstable();
     keys.dedup();
+    let too_long = |field| Error::InputTooLong {
+        field,
+        max: usize::from(u16::MAX),
+    };
+    let id_len = u16::try_from(party.user_id.len()).map_err(|_| too_long("user_id"))?;
+    let key_count = u16::try_from(keys.len()).map_err(|_| too_long("devices"))?;
     let mut hash = Sha512::new();
     hash.update(SAFETY_NUMBER_LABEL);
-    hash.update(clamp_u16(party.user_id.len()).to_be_bytes());
-    hash.update(&party.user_id[..usize::from(clamp_u16(party.user_id.len()))]);
-    hash.update(clamp_u16(keys.len()).to_be_bytes());
-    for key in keys.iter().take(usize::from(u16::MAX)) {
+    hash.update(id_len.to_be_bytes());
+    hash.update(party.user_id);
+    hash.update(key_count.to_be_bytes());
+    for key in keys {
         hash.update(key);
     }
     let digest = hash.finalize();
     let mut out = [0u8; 32];
     out.copy_from_slice(&digest[..32]);
-    out
-}
-
-fn clamp_u16(n: usize) -> u16 {
-    u16::try_from(n).unwrap_or(u16::MAX)
+    Ok(out)
 }
 
 fn push_five_digits(out: &mut String, value: u64) {
@@ -149,7 +153,8 @@ mod tests {
                 user_id: b"bob",
                 devices: &b_devices,
             },
-        );
+        )
+        .unwrap();
         let on_bob = SafetyNumber::new(
             Party {
                 user_id: b"bob",
@@ -159,7 +164,8 @@ mod tests {
                 user_id: b"alice",
                 devices: &a_devices,
             },
-        );
+        )
+        .unwrap();
         assert_eq!(on_alice, on_bob);
         assert_eq!(on_alice.digits().len(), DIGITS);
         assert!(on_alice.digits().bytes().all(|b| b.is_ascii_digit()));
@@ -182,7 +188,8 @@ mod tests {
                 user_id: b"bob",
                 devices: &[bob.public().clone()],
             },
-        );
+        )
+        .unwrap();
         let forged = SafetyNumber::new(
             Party {
                 user_id: b"alice",
@@ -192,9 +199,34 @@ mod tests {
                 user_id: b"bob",
                 devices: &[mallory.public().clone()],
             },
-        );
+        )
+        .unwrap();
         assert_ne!(real.digits(), forged.digits());
         assert!(!real.matches_qr(forged.qr_payload()));
         assert!(!real.matches_qr(&real.qr_payload()[..10]));
+    }
+
+    #[test]
+    fn an_overlong_user_id_is_refused_not_truncated() {
+        let alice = IdentityKeyPair::generate(&mut test_rng(1));
+        let a = [alice.public().clone()];
+        let long = alloc::vec![b'x'; 65_536];
+        let got = SafetyNumber::new(
+            Party {
+                user_id: &long,
+                devices: &a,
+            },
+            Party {
+                user_id: b"bob",
+                devices: &a,
+            },
+        );
+        assert_eq!(
+            got.err(),
+            Some(Error::InputTooLong {
+                field: "user_id",
+                max: 65_535
+            })
+        );
     }
 }

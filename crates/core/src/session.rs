@@ -436,28 +436,25 @@ fn handshake_info(
     info
 }
 
-/// `IKM = 0xFF^32 || DH1 || DH2 || DH3 [|| DH4] || SS`, built in place.
+/// `IKM = 0xFF^32 || DH1 || DH2 || DH3 [|| DH4] || SS`.
 struct HandshakeInput {
-    bytes: Zeroizing<[u8; 32 * 6]>,
-    len: usize,
+    bytes: Zeroizing<Vec<u8>>,
 }
 
 impl HandshakeInput {
     fn new() -> Self {
-        let mut bytes = Zeroizing::new([0u8; 32 * 6]);
-        bytes[..32].fill(0xff);
-        Self { bytes, len: 32 }
+        // Sized for the longest input, so it never reallocates and leaves a
+        // copy of secrets behind.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(32 * 6));
+        bytes.extend_from_slice(&[0xff; 32]);
+        Self { bytes }
     }
 
     fn push(&mut self, part: &[u8]) {
-        let end = self.len + part.len();
-        if let Some(slot) = self.bytes.get_mut(self.len..end) {
-            slot.copy_from_slice(part);
-            self.len = end;
-        }
+        self.bytes.extend_from_slice(part);
     }
 
     fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        &self.bytes
     }
 }

@@ -209,7 +209,7 @@ fn handshake_case(seed: u64, with_one_time: bool) -> Value {
     .to_bytes();
     let spk_public = *signed.public().dh_key();
     let mut dh = vec![
-        x(&alice_secret[32..], &spk_public),
+        x(&alice_secret[33..], &spk_public),
         x(&base_secret, bob.public().dh_key()),
         x(&base_secret, &spk_public),
     ];
@@ -469,7 +469,8 @@ pub fn safety_number() -> Value {
             let number = SafetyNumber::new(
                 Party { user_id: b"alice@clinic.example", devices: local },
                 Party { user_id: b"bob@clinic.example", devices: remote },
-            );
+            )
+            .unwrap();
             json!({
                 "local": {"user_id": "alice@clinic.example", "signing_keys": local.iter().map(|d| h(d.signing_key())).collect::<Vec<_>>()},
                 "remote": {"user_id": "bob@clinic.example", "signing_keys": remote.iter().map(|d| h(d.signing_key())).collect::<Vec<_>>()},
