@@ -13,6 +13,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
+use sha2::{Digest, Sha256};
 use ward_proto::{Message, core_v1 as pb};
 
 use crate::encoding::{expect_format, fixed, format, put_varint, take_varint};
@@ -176,6 +177,49 @@ impl PreKeyMessage {
     pub fn base_key(&self) -> &[u8; 32] {
         &self.base_key
     }
+
+    /// What every pre-key message of one session carries identically.
+    pub(crate) fn handshake_digest(&self) -> [u8; 32] {
+        handshake_digest(
+            &self.identity,
+            self.signed_prekey_id,
+            self.one_time_prekey_id,
+            &self.base_key,
+            &self.kem_ciphertext,
+        )
+    }
+}
+
+/// Prefix of the digest that binds a session's pre-key messages together.
+pub const HANDSHAKE_DIGEST_LABEL: &[u8] = b"Ward v1 pre-key handshake\0";
+
+/// `SHA-256(label || identity (128) || u32be(signed_prekey_id) ||
+/// one_time (0x00, or 0x01 || u32be(id)) || base_key || kem_ciphertext)`.
+///
+/// A session keeps the digest of the handshake that made it; a later
+/// pre-key message must match it exactly, so no field of the envelope can be
+/// altered even though only the inner message is encrypted.
+pub(crate) fn handshake_digest(
+    identity: &DeviceIdentity,
+    signed_prekey_id: u32,
+    one_time_prekey_id: Option<u32>,
+    base_key: &[u8; 32],
+    kem_ciphertext: &[u8; KEM_CIPHERTEXT_LEN],
+) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(HANDSHAKE_DIGEST_LABEL);
+    hash.update(identity.to_bytes());
+    hash.update(signed_prekey_id.to_be_bytes());
+    match one_time_prekey_id {
+        None => hash.update([0x00]),
+        Some(id) => {
+            hash.update([0x01]);
+            hash.update(id.to_be_bytes());
+        }
+    }
+    hash.update(base_key);
+    hash.update(kem_ciphertext);
+    hash.finalize().into()
 }
 
 impl fmt::Debug for PreKeyMessage {

@@ -9,6 +9,7 @@ use core::fmt;
 use ml_kem::array::Array;
 use ml_kem::{Decapsulate, Encapsulate};
 use rand_core::CryptoRng;
+use subtle::ConstantTimeEq;
 use ward_proto::{Message, core_v1 as pb};
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
@@ -17,7 +18,7 @@ use crate::encoding::{expect_format, fixed, format};
 use crate::error::{DecodeError, Error, Result};
 use crate::identity::{DeviceIdentity, IdentityKeyPair};
 use crate::kdf::{self, ChainKey, MessageKey, RootKey};
-use crate::message::{MessageKind, PreKeyMessage};
+use crate::message::{MessageKind, PreKeyMessage, handshake_digest};
 use crate::prekeys::{KEM_CIPHERTEXT_LEN, OneTimePreKeyPair, PreKeyBundle, SignedPreKeyPair};
 use crate::ratchet::{AdPrefix, Chain, LocalRatchet, Ratchet, SkippedKey, agree};
 
@@ -39,6 +40,9 @@ struct Inner {
     /// Until the initiator hears back, each message is wrapped in a
     /// pre-key message carrying these handshake values.
     pending: Option<Pending>,
+    /// Digest of the handshake values; every pre-key message the responder
+    /// takes into this session must carry exactly these.
+    handshake_digest: [u8; 32],
 }
 
 #[derive(Clone)]
@@ -76,6 +80,14 @@ impl Session {
         let mut kem_bytes = Box::new([0u8; KEM_CIPHERTEXT_LEN]);
         kem_bytes.copy_from_slice(&kem_ciphertext);
         let base_key = base.public;
+        let one_time_prekey_id = bundle.one_time_prekey().map(|k| k.id);
+        let digest = handshake_digest(
+            local.public(),
+            signed.id(),
+            one_time_prekey_id,
+            &base_key,
+            &kem_bytes,
+        );
         Ok(Self {
             inner: Box::new(Inner {
                 local: local.public().clone(),
@@ -98,9 +110,10 @@ impl Session {
                 },
                 pending: Some(Pending {
                     signed_prekey_id: signed.id(),
-                    one_time_prekey_id: bundle.one_time_prekey().map(|k| k.id),
+                    one_time_prekey_id,
                     kem_ciphertext: kem_bytes,
                 }),
+                handshake_digest: digest,
             }),
         })
     }
@@ -165,6 +178,7 @@ impl Session {
                     previous_remotes: VecDeque::new(),
                 },
                 pending: None,
+                handshake_digest: message.handshake_digest(),
             }),
         };
         let plaintext = session.decrypt_ratchet(&message.message)?;
@@ -202,10 +216,11 @@ impl Session {
             MessageKind::Ratchet => self.decrypt_ratchet(bytes),
             MessageKind::PreKey => {
                 let message = PreKeyMessage::decode(bytes)?;
-                if message.base_key != self.inner.base_key
-                    || !message.identity.ct_eq(&self.inner.remote)
-                    || self.inner.initiator
-                {
+                let same_handshake: bool = message
+                    .handshake_digest()
+                    .ct_eq(&self.inner.handshake_digest)
+                    .into();
+                if self.inner.initiator || !same_handshake {
                     return Err(Error::WrongSession);
                 }
                 self.decrypt_ratchet(&message.message)
@@ -302,6 +317,7 @@ impl Session {
                 kem_ciphertext: p.kem_ciphertext.to_vec(),
             }),
             previous_remote_ratchet_keys: r.previous_remotes.iter().map(|k| k.to_vec()).collect(),
+            handshake_digest: inner.handshake_digest.to_vec(),
         }
     }
 
@@ -369,6 +385,7 @@ impl Session {
             previous_remotes,
         };
         let base_key = fixed::<32>("base_key", &s.base_key)?;
+        let handshake_digest = fixed::<32>("handshake_digest", &s.handshake_digest)?;
         let initiator = s.initiator;
         // `s` zeroizes its copies of the secrets when dropped here.
         s.skipped_keys.clear();
@@ -380,6 +397,7 @@ impl Session {
                 initiator,
                 ratchet,
                 pending,
+                handshake_digest,
             }),
         })
     }
@@ -394,6 +412,7 @@ impl fmt::Debug for Session {
             initiator,
             ratchet,
             pending,
+            handshake_digest: _,
         } = &*self.inner;
         f.debug_struct("Session")
             .field("local", local)

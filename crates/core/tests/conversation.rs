@@ -297,3 +297,25 @@ fn a_tampered_pre_key_message_opens_nothing() {
     );
     assert!(bob.accept(&m).is_ok());
 }
+
+/// Once a session exists, a later pre-key message is bound to the first by
+/// the handshake digest: altering any bit of its envelope is refused too.
+#[test]
+fn every_bit_of_a_later_pre_key_message_is_authenticated() {
+    let mut rng = rng(15);
+    let alice = Device::new(&mut rng);
+    let mut bob = Device::new(&mut rng);
+    let bundle = PreKeyBundle::decode(&bob.bundle(true)).unwrap();
+    let mut to_bob = Session::initiate(&mut rng, &alice.identity, &bundle).unwrap();
+    let first = to_bob.encrypt(&mut rng, b"one").unwrap();
+    let second = to_bob.encrypt(&mut rng, b"two").unwrap();
+    let (mut to_alice, _) = bob.accept(&first).unwrap();
+    let before = to_alice.to_bytes();
+    for bit in 0..second.len() * 8 {
+        let mut bad = second.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        assert!(to_alice.decrypt(&bad).is_err(), "bit {bit} went unnoticed");
+        assert_eq!(*to_alice.to_bytes(), *before);
+    }
+    assert_eq!(to_alice.decrypt(&second).unwrap(), b"two");
+}
