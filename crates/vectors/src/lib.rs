@@ -37,6 +37,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("handshake.json", handshake()),
         ("conversation.json", conversation()),
         ("safety_number.json", safety_number()),
+        ("audit.json", ward_audit::vectors()),
     ]
 }
 
