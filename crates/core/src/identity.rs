@@ -133,6 +133,16 @@ impl DeviceIdentity {
     /// (strictly). The X25519 key is not checked here: a small-order one
     /// fails every handshake with [`Error::NonContributoryKey`].
     pub fn from_parts(signing_key: &[u8], dh_key: &[u8], signature: &[u8]) -> Result<Self> {
+        Self::checked(signing_key, dh_key, signature).map(|(identity, _)| identity)
+    }
+
+    /// [`Self::from_parts`], also returning the decompressed verifying key so
+    /// that a caller verifying more signatures does not decompress it again.
+    fn checked(
+        signing_key: &[u8],
+        dh_key: &[u8],
+        signature: &[u8],
+    ) -> Result<(Self, VerifyingKey)> {
         let signing_key = fixed::<32>("identity.signing_key", signing_key)?;
         let dh_key = fixed::<32>("identity.dh_key", dh_key)?;
         let signature = fixed::<64>("identity.dh_key_signature", signature)?;
@@ -147,11 +157,12 @@ impl DeviceIdentity {
                 &Signature::from_bytes(&signature),
             )
             .map_err(|_| Error::BadSignature)?;
-        Ok(Self {
+        let identity = Self {
             signing_key,
             dh_key,
             signature,
-        })
+        };
+        Ok((identity, verifying))
     }
 
     /// Decodes the fixed 128-byte form: signing key, X25519 key, signature.
@@ -199,12 +210,9 @@ impl DeviceIdentity {
     /// Verifies an Ed25519 signature by this device over `message` (strict
     /// verification: no malleable or small-order encodings).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
-        let signature = fixed::<64>("signature", signature)?;
         let verifying = VerifyingKey::from_bytes(&self.signing_key)
             .map_err(|_| DecodeError::InvalidKey("identity.signing_key"))?;
-        verifying
-            .verify_strict(message, &Signature::from_bytes(&signature))
-            .map_err(|_| Error::BadSignature)
+        verify_with(&verifying, message, signature)
     }
 
     /// Whether two identities are the same, in constant time.
@@ -226,6 +234,11 @@ impl DeviceIdentity {
 
     pub(crate) fn from_proto(p: &pb::DeviceIdentity) -> Result<Self> {
         Self::from_parts(&p.signing_key, &p.dh_key, &p.dh_key_signature)
+    }
+
+    /// [`Self::from_proto`] with the verifying key, for further signatures.
+    pub(crate) fn from_proto_with_key(p: &pb::DeviceIdentity) -> Result<(Self, VerifyingKey)> {
+        Self::checked(&p.signing_key, &p.dh_key, &p.dh_key_signature)
     }
 
     /// Rebuilds an identity from the caller's own encrypted session store
@@ -252,6 +265,18 @@ impl fmt::Debug for DeviceIdentity {
         }
         write!(f, "…)")
     }
+}
+
+/// Strict Ed25519 verification with an already decompressed key.
+pub(crate) fn verify_with(
+    verifying: &VerifyingKey,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<()> {
+    let signature = fixed::<64>("signature", signature)?;
+    verifying
+        .verify_strict(message, &Signature::from_bytes(&signature))
+        .map_err(|_| Error::BadSignature)
 }
 
 fn binding_message(dh_key: &[u8; 32]) -> [u8; IDENTITY_BINDING_LABEL.len() + 32] {

@@ -4,6 +4,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
+use ed25519_dalek::VerifyingKey;
 use ml_kem::array::Array;
 use ml_kem::{DecapsulationKey, EncapsulationKey, KeyExport, MlKem768};
 use rand_core::CryptoRng;
@@ -13,7 +14,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::encoding::{expect_format, fixed, format};
 use crate::error::{DecodeError, Result};
-use crate::identity::{DeviceIdentity, IdentityKeyPair};
+use crate::identity::{DeviceIdentity, IdentityKeyPair, verify_with};
 
 /// Prefix of the message the identity key signs over a signed prekey set.
 pub const SIGNED_PREKEYS_LABEL: &[u8] = b"Ward v1 signed prekeys\0";
@@ -199,7 +200,9 @@ impl SignedPreKeys {
     /// Decodes the protobuf `SignedPreKeys` and verifies its signature under
     /// `identity`.
     pub fn decode(bytes: &[u8], identity: &DeviceIdentity) -> Result<Self> {
-        Self::from_proto(&pb::SignedPreKeys::decode(bytes)?, identity)
+        let verifying = VerifyingKey::from_bytes(identity.signing_key())
+            .map_err(|_| DecodeError::InvalidKey("identity.signing_key"))?;
+        Self::from_proto(&pb::SignedPreKeys::decode(bytes)?, &verifying)
     }
 
     /// Encodes as protobuf `SignedPreKeys`.
@@ -217,7 +220,7 @@ impl SignedPreKeys {
         }
     }
 
-    fn from_proto(p: &pb::SignedPreKeys, identity: &DeviceIdentity) -> Result<Self> {
+    fn from_proto(p: &pb::SignedPreKeys, identity: &VerifyingKey) -> Result<Self> {
         let parsed = Self {
             id: p.id,
             created_at: p.created_at,
@@ -228,7 +231,8 @@ impl SignedPreKeys {
             )?),
             signature: fixed::<64>("signed_prekeys.signature", &p.signature)?,
         };
-        identity.verify(
+        verify_with(
+            identity,
             &signed_message(
                 parsed.id,
                 parsed.created_at,
@@ -368,8 +372,9 @@ impl PreKeyBundle {
         signed: SignedPreKeys,
         one_time: Option<OneTimePreKey>,
     ) -> Result<Self> {
-        let encoded = signed.to_proto();
-        let signed = SignedPreKeys::from_proto(&encoded, &identity)?;
+        let verifying = VerifyingKey::from_bytes(identity.signing_key())
+            .map_err(|_| DecodeError::InvalidKey("identity.signing_key"))?;
+        let signed = SignedPreKeys::from_proto(&signed.to_proto(), &verifying)?;
         let kem_key = Box::new(signed.parse_kem_key()?);
         Ok(Self {
             identity,
@@ -384,7 +389,7 @@ impl PreKeyBundle {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let body = expect_format(bytes, format::PREKEY_BUNDLE)?;
         let p = pb::PreKeyBundle::decode(body)?;
-        let identity = DeviceIdentity::from_proto(
+        let (identity, verifying) = DeviceIdentity::from_proto_with_key(
             p.identity
                 .as_ref()
                 .ok_or(DecodeError::MissingField("bundle.identity"))?,
@@ -393,7 +398,7 @@ impl PreKeyBundle {
             p.signed_prekeys
                 .as_ref()
                 .ok_or(DecodeError::MissingField("bundle.signed_prekeys"))?,
-            &identity,
+            &verifying,
         )?;
         let kem_key = Box::new(signed.parse_kem_key()?);
         let one_time = p
