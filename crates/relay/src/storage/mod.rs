@@ -1,0 +1,239 @@
+//! The relay's storage: directory, prekeys, store-and-forward queues and the
+//! audit log, behind one trait.
+//!
+//! [`Storage`] is what the server calls; [`SqliteStorage`] is the embedded
+//! default (SQLite in a data directory). The trait names no SQL concept, so
+//! a PostgreSQL backend can follow without changing callers.
+//!
+//! # Rules every backend keeps
+//!
+//! - **Ciphertext and metadata only.** Message bodies and prekeys are opaque
+//!   bytes; enrollment tokens are stored as the hash the caller computed.
+//! - **Atomic, durable, audited.** Each mutating call is one transaction:
+//!   the change and the audit entries describing it commit together or not
+//!   at all, and the call returns only after the commit is durable. A
+//!   refused call (any error but [`StorageError::Backend`] or
+//!   [`StorageError::Io`]) changes nothing and writes no audit entry; the
+//!   caller records refusals worth auditing (failed enrollments, failed
+//!   logins, ...) with [`Storage::append_audit`].
+//! - **The storage numbers the audit log.** It assigns each entry's
+//!   sequence number and timestamp: the timestamp is the call's `now`, or
+//!   the log's latest timestamp if `now` is earlier (two threads may reach
+//!   the single writer out of clock order; the log never goes back in time).
+//! - **Times** are milliseconds since the Unix epoch, passed in by the
+//!   caller (the storage reads no clock), at most `i64::MAX`.
+//!
+//! # What is audited
+//!
+//! | Call | Entries |
+//! |---|---|
+//! | [`create_user`](Storage::create_user) | `AdminAction`, detail `create_user role=...` |
+//! | [`issue_enrollment_token`](Storage::issue_enrollment_token) | `AdminAction`, detail `enrollment_token role=...` |
+//! | [`redeem_enrollment_token`](Storage::redeem_enrollment_token) | `Enrollment` |
+//! | [`revoke_device`](Storage::revoke_device) | `Revocation`, then one `Expiry` (detail `device_revoked`) per deleted queued copy |
+//! | [`claim_bundle`](Storage::claim_bundle) | `PreKeyFetch`, detail `one_time=<id>` or `one_time=none` |
+//! | [`enqueue`](Storage::enqueue) | one `Send` per recipient (size = that ciphertext's length); nothing for a duplicate |
+//! | [`ack`](Storage::ack) | one `Acknowledgment` per deleted copy |
+//! | [`expire`](Storage::expire) | one `Expiry` per deleted copy |
+//! | [`append_audit`](Storage::append_audit) | the given entries (authentication, delivery, refusals) |
+//!
+//! Prekey uploads are not audited: ward-audit has no event kind for them,
+//! and they carry no user data.
+
+mod error;
+mod sqlite;
+mod types;
+
+use ward_audit::{
+    AuditEntry, ConsistencyProof, Export, InclusionProof, MessageId, SignedTreeHead, SigningKey,
+    UserId, VerifyingKey,
+};
+
+pub use self::error::{Result, StorageError};
+pub use self::sqlite::{DATABASE_FILE, SCHEMA_VERSION, SqliteStorage, StorageConfig};
+pub use self::types::{
+    AckedMessage, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey, EnqueueReceipt,
+    ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy, QueuedMessage,
+    Revocation, Role, TOKEN_HASH_LEN, User,
+};
+
+/// The relay's storage. Methods are synchronous: the server calls them from
+/// a blocking thread (or a dedicated writer thread). Implementations are
+/// shared between threads.
+///
+/// `admin` arguments name the administrator who acted, for the audit log
+/// (`None`: the local command line).
+pub trait Storage: Send + Sync {
+    // ----- users -----
+
+    /// Creates a user. [`StorageError::AlreadyExists`] if the id is taken.
+    fn create_user(
+        &self,
+        user: &UserId,
+        role: &Role,
+        admin: Option<&UserId>,
+        now: u64,
+    ) -> Result<User>;
+
+    /// The user with this id, or [`StorageError::NotFound`].
+    fn get_user(&self, user: &UserId) -> Result<User>;
+
+    /// Every user, ordered by id.
+    fn list_users(&self) -> Result<Vec<User>>;
+
+    // ----- enrollment -----
+
+    /// Stores a single-use enrollment token for `user`, valid until
+    /// `expires_at` (exclusive). Only the token's hash is stored: the caller
+    /// hashes a high-entropy token (SHA-256) and hands the token itself to
+    /// the administrator.
+    fn issue_enrollment_token(
+        &self,
+        token_hash: &[u8; TOKEN_HASH_LEN],
+        user: &UserId,
+        admin: Option<&UserId>,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()>;
+
+    /// Redeems a token: checks, atomically, that it exists
+    /// ([`StorageError::TokenInvalid`]), is unused ([`StorageError::TokenUsed`])
+    /// and unexpired ([`StorageError::TokenExpired`]), marks it used and
+    /// enrolls the device (named by the identity's signing key) under the
+    /// token's user. A device key enrolled before, even revoked, is
+    /// [`StorageError::AlreadyExists`] and leaves the token unused.
+    fn redeem_enrollment_token(
+        &self,
+        token_hash: &[u8; TOKEN_HASH_LEN],
+        identity: &ward_core::DeviceIdentity,
+        now: u64,
+    ) -> Result<Device>;
+
+    // ----- devices -----
+
+    /// The device with this key, revoked or not, or [`StorageError::NotFound`].
+    fn get_device(&self, device: &DeviceKey) -> Result<Device>;
+
+    /// The user's active devices, in enrollment order. An unknown user is
+    /// [`StorageError::NotFound`].
+    fn list_devices(&self, user: &UserId) -> Result<Vec<Device>>;
+
+    /// The user's devices including revoked ones, in enrollment order.
+    fn list_all_devices(&self, user: &UserId) -> Result<Vec<Device>>;
+
+    /// Revokes a device and deletes its prekeys and its queued messages.
+    /// Revoking a revoked device is [`StorageError::Revoked`].
+    fn revoke_device(
+        &self,
+        device: &DeviceKey,
+        admin: Option<&UserId>,
+        now: u64,
+    ) -> Result<Revocation>;
+
+    // ----- prekeys -----
+
+    /// Replaces the device's signed prekeys (the encoded bundle part that
+    /// is not one-time: signed X25519 prekey, KEM prekey, signatures).
+    fn put_signed_prekeys(&self, device: &DeviceKey, encoded: &[u8], now: u64) -> Result<()>;
+
+    /// Adds one-time prekeys and returns how many were new.
+    ///
+    /// An id the device already has stored is **ignored** (the first upload
+    /// wins), so that a client may retry an upload whose answer it lost. The
+    /// relay does not remember ids it handed out: clients must not reuse
+    /// them. If the device would hold more than the configured maximum,
+    /// [`StorageError::TooManyPreKeys`] and nothing is stored.
+    fn add_one_time_prekeys(&self, device: &DeviceKey, keys: &[OneTimePreKey]) -> Result<u64>;
+
+    /// Hands out `device`'s bundle to `requester`: its identity, its signed
+    /// prekeys, and one one-time prekey (the lowest id) if any is left,
+    /// deleted in the same transaction so that each is handed out exactly
+    /// once. Either device revoked is [`StorageError::Revoked`]; no signed
+    /// prekeys is [`StorageError::NotFound`].
+    fn claim_bundle(
+        &self,
+        requester: &DeviceKey,
+        device: &DeviceKey,
+        now: u64,
+    ) -> Result<PreKeyBundle>;
+
+    /// How many one-time prekeys the device has left.
+    fn one_time_prekey_count(&self, device: &DeviceKey) -> Result<u64>;
+
+    // ----- messages -----
+
+    /// Stores one message for each delivery, durably, before returning.
+    ///
+    /// Idempotent on `(sender, message_id)`: if that message was stored
+    /// before (and has not expired), nothing is stored and the original
+    /// receipt comes back with `duplicate: true`, whatever the deliveries.
+    /// Otherwise every recipient must be enrolled and active and have room
+    /// in its queue ([`StorageError::QueueFull`]); if any has not, nothing
+    /// is stored. Recipients must be distinct; `expires_at` must be after
+    /// `now`.
+    fn enqueue(
+        &self,
+        sender: &DeviceKey,
+        message_id: MessageId,
+        now: u64,
+        expires_at: u64,
+        deliveries: &[Delivery<'_>],
+    ) -> Result<EnqueueReceipt>;
+
+    /// Up to `limit` messages queued for `device` with a sequence number
+    /// above `after_seq`, in enqueue order. Copies past their expiry are
+    /// returned until [`expire`](Self::expire) deletes them.
+    fn fetch(&self, device: &DeviceKey, after_seq: u64, limit: u32) -> Result<Vec<QueuedMessage>>;
+
+    /// How many messages are queued for `device`.
+    fn queue_len(&self, device: &DeviceKey) -> Result<u64>;
+
+    /// Deletes `device`'s copy of `message_id` (one per sender that used
+    /// this id; message ids are random, so normally one). No such copy in
+    /// this device's queue is [`StorageError::NotFound`].
+    fn ack(&self, device: &DeviceKey, message_id: MessageId, now: u64)
+    -> Result<Vec<AckedMessage>>;
+
+    /// Deletes up to `limit` copies whose expiry is at or before `now`, in
+    /// expiry order, and returns them. Call again while it returns `limit`
+    /// copies. Idempotency records of expired sends are dropped too.
+    fn expire(&self, now: u64, limit: u32) -> Result<Vec<ExpiredMessage>>;
+
+    // ----- audit -----
+
+    /// Appends entries for events that change no stored state
+    /// (authentication, delivery, refused operations). Their `sequence` and
+    /// `timestamp_ms` are ignored and assigned by the storage. Returns the
+    /// sequence numbers.
+    fn append_audit(&self, entries: &[AuditEntry], now: u64) -> Result<Vec<u64>>;
+
+    /// Signs and stores a tree head over the whole log. If the latest head
+    /// already has the same size and timestamp, that head is returned
+    /// instead (an export may not hold two identical heads).
+    fn issue_tree_head(&self, key: &SigningKey, now: u64) -> Result<SignedTreeHead>;
+
+    /// The log's size, root and next allowed timestamp.
+    fn audit_state(&self) -> Result<AuditState>;
+
+    /// An inclusion proof of entry `index` in the tree of `tree_size` entries.
+    fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<InclusionProof>;
+
+    /// A consistency proof from the tree of `first` entries to that of `second`.
+    fn consistency_proof(&self, first: u64, second: u64) -> Result<ConsistencyProof>;
+
+    /// Every signed tree head, in the order issued.
+    fn tree_heads(&self) -> Result<Vec<SignedTreeHead>>;
+
+    /// The whole log (entries and heads, from one consistent snapshot) in
+    /// ward-audit's export form. For a log that does not fit in memory, use
+    /// [`write_audit_export`](Self::write_audit_export).
+    fn export_audit(&self, relay_key: &VerifyingKey) -> Result<Export>;
+
+    /// Writes the export's bytes ([`Export::encode`]) to `out`, one entry at
+    /// a time.
+    fn write_audit_export(
+        &self,
+        relay_key: &VerifyingKey,
+        out: &mut dyn std::io::Write,
+    ) -> Result<()>;
+}

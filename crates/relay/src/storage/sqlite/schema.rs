@@ -1,0 +1,171 @@
+//! The SQLite schema and its migrations.
+//!
+//! `schema_version` holds one row, the number of migrations applied.
+//! Migration `i` (1-based) is `MIGRATIONS[i - 1]`; each runs in its own
+//! `BEGIN IMMEDIATE` transaction together with the version bump, so a crash
+//! leaves the database at one version or the next. A database from a newer
+//! relay (a version above [`SCHEMA_VERSION`]) is refused, not downgraded.
+//!
+//! Integers are `u64` values checked into SQLite's `i64` (times in ms since
+//! the Unix epoch, sequence numbers, counters). Keys, hashes, ids and
+//! ciphertext are blobs with their lengths checked by `CHECK` constraints.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::storage::error::{Result, StorageError};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Version 1.
+const V1: &str = r#"
+CREATE TABLE users (
+    user_id    TEXT PRIMARY KEY NOT NULL,
+    role       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- next_seq: the sequence number of the next message queued for the device
+-- (never reused, so a client's `after_seq` cursor stays valid).
+-- queue_len: the number of queued copies, kept in step with `queue`, so
+-- that the depth check costs one row read.
+CREATE TABLE devices (
+    device_key  BLOB PRIMARY KEY NOT NULL CHECK (length(device_key) = 32),
+    user_id     TEXT NOT NULL REFERENCES users (user_id),
+    identity    BLOB NOT NULL CHECK (length(identity) = 128),
+    enrolled_at INTEGER NOT NULL,
+    revoked_at  INTEGER,
+    next_seq    INTEGER NOT NULL DEFAULT 1,
+    queue_len   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX devices_by_user ON devices (user_id, enrolled_at);
+
+-- Only the hash of a token is stored.
+CREATE TABLE enrollment_tokens (
+    token_hash BLOB PRIMARY KEY NOT NULL CHECK (length(token_hash) = 32),
+    user_id    TEXT NOT NULL REFERENCES users (user_id),
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    device_key BLOB REFERENCES devices (device_key)
+) WITHOUT ROWID;
+
+CREATE TABLE signed_prekeys (
+    device_key BLOB PRIMARY KEY NOT NULL REFERENCES devices (device_key),
+    encoded    BLOB NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE one_time_prekeys (
+    device_key BLOB NOT NULL REFERENCES devices (device_key),
+    prekey_id  INTEGER NOT NULL,
+    encoded    BLOB NOT NULL,
+    PRIMARY KEY (device_key, prekey_id)
+) WITHOUT ROWID;
+
+-- One row per accepted message, for idempotent retries; dropped at expiry.
+CREATE TABLE sends (
+    sender      BLOB NOT NULL REFERENCES devices (device_key),
+    message_id  BLOB NOT NULL CHECK (length(message_id) = 16),
+    enqueued_at INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (sender, message_id)
+) WITHOUT ROWID;
+CREATE INDEX sends_by_expiry ON sends (expires_at);
+
+-- One row per recipient copy. A rowid table: ciphertext rows are large.
+CREATE TABLE queue (
+    id          INTEGER PRIMARY KEY,
+    recipient   BLOB NOT NULL REFERENCES devices (device_key),
+    seq         INTEGER NOT NULL,
+    sender      BLOB NOT NULL REFERENCES devices (device_key),
+    message_id  BLOB NOT NULL CHECK (length(message_id) = 16),
+    enqueued_at INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    ciphertext  BLOB NOT NULL,
+    UNIQUE (recipient, seq)
+);
+CREATE INDEX queue_by_message ON queue (recipient, message_id);
+CREATE INDEX queue_by_send ON queue (sender, message_id);
+CREATE INDEX queue_by_expiry ON queue (expires_at);
+
+-- The audit log: encoded entries, their leaf hashes (the Merkle log's
+-- LeafStore) and the signed tree heads. Append-only, enforced below.
+CREATE TABLE audit_entries (
+    seq          INTEGER PRIMARY KEY,
+    timestamp_ms INTEGER NOT NULL,
+    entry        BLOB NOT NULL
+);
+CREATE TABLE audit_leaves (
+    idx       INTEGER PRIMARY KEY,
+    leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32)
+);
+CREATE TABLE audit_heads (
+    id           INTEGER PRIMARY KEY,
+    tree_size    INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    head         BLOB NOT NULL CHECK (length(head) = 113)
+);
+CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_leaves_no_update BEFORE UPDATE ON audit_leaves
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_leaves_no_delete BEFORE DELETE ON audit_leaves
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_heads_no_update BEFORE UPDATE ON audit_heads
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_heads_no_delete BEFORE DELETE ON audit_heads
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"#;
+
+/// Every migration, in order.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+
+fn current_version(conn: &Connection) -> Result<u32> {
+    Ok(conn
+        .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Brings the database to [`SCHEMA_VERSION`].
+pub(crate) fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| {
+            // Read under the write lock: another process may be migrating.
+            let version = current_version(conn)?;
+            if version > SCHEMA_VERSION {
+                return Err(StorageError::Backend(format!(
+                    "database schema version {version} is newer than this relay's {SCHEMA_VERSION}"
+                )));
+            }
+            let Some(sql) = MIGRATIONS.get(version as usize) else {
+                return Ok(false);
+            };
+            conn.execute_batch(sql)?;
+            if version == 0 {
+                conn.execute("INSERT INTO schema_version (version) VALUES (1)", [])?;
+            } else {
+                conn.execute("UPDATE schema_version SET version = ?1", [version + 1])?;
+            }
+            Ok(true)
+        })();
+        match step {
+            Ok(more) => {
+                conn.execute_batch("COMMIT")?;
+                if !more {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                // The migration's own error is the one worth reporting.
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,904 @@
+//! The SQLite storage on a temporary data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use ward_audit::{AuditEntry, EventKind, Export, MessageId, SigningKey, UserId, verify_export};
+use ward_core::IdentityKeyPair;
+use ward_relay::storage::{
+    DATABASE_FILE, Delivery, DeviceKey, OneTimePreKey, Role, SqliteStorage, Storage, StorageConfig,
+    StorageError,
+};
+
+const T0: u64 = 1_790_000_000_000;
+const HOUR: u64 = 3_600_000;
+
+fn open(dir: &Path) -> SqliteStorage {
+    SqliteStorage::open(dir, StorageConfig::default()).unwrap()
+}
+
+fn user(id: &str) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+fn admin() -> UserId {
+    user("admin@clinic.example")
+}
+
+fn relay_key() -> SigningKey {
+    SigningKey::from_bytes(&[0x42; 32])
+}
+
+/// A fresh token hash each call (the tests stand in for SHA-256 of a token).
+fn token() -> [u8; 32] {
+    static NEXT: AtomicU8 = AtomicU8::new(1);
+    [NEXT.fetch_add(1, Ordering::Relaxed); 32]
+}
+
+fn new_identity() -> ward_core::DeviceIdentity {
+    IdentityKeyPair::generate(&mut ward_core::os_rng())
+        .public()
+        .clone()
+}
+
+/// Creates the user if needed and enrolls a fresh device for it.
+fn enroll(s: &SqliteStorage, id: &str, now: u64) -> DeviceKey {
+    let u = user(id);
+    if s.get_user(&u).is_err() {
+        s.create_user(&u, &Role::new("nurse").unwrap(), Some(&admin()), now)
+            .unwrap();
+    }
+    let t = token();
+    s.issue_enrollment_token(&t, &u, Some(&admin()), now, now + HOUR)
+        .unwrap();
+    s.redeem_enrollment_token(&t, &new_identity(), now)
+        .unwrap()
+        .key
+}
+
+fn audit_size(s: &SqliteStorage) -> u64 {
+    s.audit_state().unwrap().size
+}
+
+fn entries(s: &SqliteStorage) -> Vec<AuditEntry> {
+    s.export_audit(&relay_key().verifying_key())
+        .unwrap()
+        .entries
+}
+
+/// Issues a head, exports, and verifies the export as an auditor would.
+fn verified_export(s: &SqliteStorage, now: u64) -> Vec<u8> {
+    let key = relay_key();
+    s.issue_tree_head(&key, now).unwrap();
+    let export = s.export_audit(&key.verifying_key()).unwrap();
+    let bytes = export.encode();
+    let verified = verify_export(&bytes, Some(key.verifying_key().to_bytes())).unwrap();
+    assert_eq!(verified.root(), s.audit_state().unwrap().root);
+    let mut streamed = Vec::new();
+    s.write_audit_export(&key.verifying_key(), &mut streamed)
+        .unwrap();
+    assert_eq!(streamed, bytes, "streaming and in-memory exports agree");
+    bytes
+}
+
+fn mid(n: u8) -> MessageId {
+    MessageId([n; 16])
+}
+
+#[test]
+fn enrollment_valid_expired_reused_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let alice = user("alice@clinic.example");
+    let nurse = Role::new("nurse").unwrap();
+    s.create_user(&alice, &nurse, Some(&admin()), T0).unwrap();
+    assert!(matches!(
+        s.create_user(&alice, &nurse, None, T0),
+        Err(StorageError::AlreadyExists { what: "user" })
+    ));
+    assert!(matches!(
+        s.issue_enrollment_token(&token(), &user("nobody"), None, T0, T0 + HOUR),
+        Err(StorageError::NotFound { what: "user" })
+    ));
+
+    // Valid.
+    let good = token();
+    s.issue_enrollment_token(&good, &alice, Some(&admin()), T0, T0 + HOUR)
+        .unwrap();
+    let id = new_identity();
+    let device = s.redeem_enrollment_token(&good, &id, T0 + 1).unwrap();
+    assert_eq!(device.key.0, *id.signing_key());
+    assert_eq!(device.user, alice);
+    assert_eq!(device.identity, id.to_bytes());
+    assert_eq!(s.get_device(&device.key).unwrap(), device);
+    assert_eq!(s.list_devices(&alice).unwrap(), vec![device.clone()]);
+
+    // Reused.
+    assert!(matches!(
+        s.redeem_enrollment_token(&good, &new_identity(), T0 + 2),
+        Err(StorageError::TokenUsed)
+    ));
+    // Expired (expiry is exclusive).
+    let late = token();
+    s.issue_enrollment_token(&late, &alice, None, T0, T0 + 10)
+        .unwrap();
+    assert!(matches!(
+        s.redeem_enrollment_token(&late, &new_identity(), T0 + 10),
+        Err(StorageError::TokenExpired)
+    ));
+    // Unknown.
+    assert!(matches!(
+        s.redeem_enrollment_token(&[0xee; 32], &new_identity(), T0),
+        Err(StorageError::TokenInvalid)
+    ));
+    // A device key enrolled before leaves the token unused.
+    let again = token();
+    s.issue_enrollment_token(&again, &alice, None, T0, T0 + HOUR)
+        .unwrap();
+    assert!(matches!(
+        s.redeem_enrollment_token(&again, &id, T0 + 3),
+        Err(StorageError::AlreadyExists { what: "device" })
+    ));
+    let second = s
+        .redeem_enrollment_token(&again, &new_identity(), T0 + 4)
+        .unwrap();
+    assert_eq!(s.list_devices(&alice).unwrap().len(), 2);
+    assert_eq!(second.user, alice);
+
+    // Audit: create_user, 4 tokens, 2 enrollments; refusals wrote nothing.
+    let kinds: Vec<EventKind> = entries(&s).iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::AdminAction,
+            EventKind::AdminAction,
+            EventKind::Enrollment,
+            EventKind::AdminAction,
+            EventKind::AdminAction,
+            EventKind::Enrollment,
+        ]
+    );
+    let enrollment = &entries(&s)[2];
+    assert_eq!(enrollment.actor_user.as_ref(), Some(&alice));
+    assert_eq!(enrollment.actor_device, device.key.audit_id());
+    verified_export(&s, T0 + 5);
+}
+
+#[test]
+fn revocation_removes_prekeys_and_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let alice = enroll(&s, "alice", T0);
+    let bob = enroll(&s, "bob", T0);
+    s.put_signed_prekeys(&bob, b"signed", T0).unwrap();
+    let keys: Vec<OneTimePreKey> = (0..5)
+        .map(|id| OneTimePreKey {
+            id,
+            encoded: vec![id as u8; 8],
+        })
+        .collect();
+    assert_eq!(s.add_one_time_prekeys(&bob, &keys).unwrap(), 5);
+    for n in 0..3 {
+        s.enqueue(
+            &alice,
+            mid(n),
+            T0,
+            T0 + HOUR,
+            &[Delivery {
+                recipient: bob,
+                ciphertext: b"ct",
+            }],
+        )
+        .unwrap();
+    }
+    assert_eq!(s.queue_len(&bob).unwrap(), 3);
+
+    let before = audit_size(&s);
+    let revocation = s.revoke_device(&bob, Some(&admin()), T0 + 1).unwrap();
+    assert_eq!(revocation.deleted_messages, 3);
+    assert_eq!(revocation.deleted_one_time_prekeys, 5);
+    assert_eq!(revocation.device.revoked_at, Some(T0 + 1));
+    assert_eq!(audit_size(&s), before + 1 + 3, "revocation + one per copy");
+    let log = entries(&s);
+    assert_eq!(log[before as usize].kind, EventKind::Revocation);
+    assert!(
+        log[before as usize + 1..]
+            .iter()
+            .all(|e| e.kind == EventKind::Expiry)
+    );
+
+    assert_eq!(s.queue_len(&bob).unwrap(), 0);
+    assert_eq!(s.one_time_prekey_count(&bob).unwrap(), 0);
+    assert!(s.list_devices(&user("bob")).unwrap().is_empty());
+    assert_eq!(s.list_all_devices(&user("bob")).unwrap().len(), 1);
+    assert!(matches!(
+        s.fetch(&bob, 0, 10),
+        Err(StorageError::Revoked { .. })
+    ));
+    assert!(matches!(
+        s.claim_bundle(&alice, &bob, T0 + 2),
+        Err(StorageError::Revoked { .. })
+    ));
+    assert!(matches!(
+        s.claim_bundle(&bob, &alice, T0 + 2),
+        Err(StorageError::Revoked { .. })
+    ));
+    assert!(matches!(
+        s.enqueue(
+            &alice,
+            mid(9),
+            T0 + 2,
+            T0 + HOUR,
+            &[Delivery {
+                recipient: bob,
+                ciphertext: b"x"
+            }]
+        ),
+        Err(StorageError::Revoked { .. })
+    ));
+    assert!(matches!(
+        s.put_signed_prekeys(&bob, b"again", T0 + 2),
+        Err(StorageError::Revoked { .. })
+    ));
+    assert!(matches!(
+        s.revoke_device(&bob, None, T0 + 2),
+        Err(StorageError::Revoked { .. })
+    ));
+    verified_export(&s, T0 + 3);
+}
+
+#[test]
+fn one_time_prekeys_are_claimed_exactly_once_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two handles: two writer connections on the same database.
+    let first = Arc::new(open(dir.path()));
+    let second = Arc::new(open(dir.path()));
+    let bob = enroll(&first, "bob", T0);
+    first.put_signed_prekeys(&bob, b"signed", T0).unwrap();
+    let keys: Vec<OneTimePreKey> = (1..=100)
+        .map(|id: u32| OneTimePreKey {
+            id,
+            encoded: id.to_be_bytes().to_vec(),
+        })
+        .collect();
+    assert_eq!(first.add_one_time_prekeys(&bob, &keys).unwrap(), 100);
+    let askers: Vec<DeviceKey> = (0..8)
+        .map(|i| enroll(&first, &format!("asker{i}"), T0))
+        .collect();
+    let before = audit_size(&first);
+
+    let handles: Vec<_> = askers
+        .iter()
+        .enumerate()
+        .map(|(i, asker)| {
+            let s = if i % 2 == 0 { &first } else { &second }.clone();
+            let asker = *asker;
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|n| {
+                        let bundle = s.claim_bundle(&asker, &bob, T0 + 1 + n).unwrap();
+                        assert_eq!(bundle.signed_prekeys, b"signed");
+                        bundle.one_time_prekey.map(|k| {
+                            assert_eq!(k.encoded, k.id.to_be_bytes());
+                            k.id
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let results: Vec<Option<u32>> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(results.len(), 160);
+    let ids: Vec<u32> = results.iter().flatten().copied().collect();
+    let unique: HashSet<u32> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), 100, "every key handed out, the rest got None");
+    assert_eq!(unique, (1..=100).collect(), "each exactly once");
+    assert_eq!(first.one_time_prekey_count(&bob).unwrap(), 0);
+
+    // Both handles appended to one log: 160 PreKeyFetch entries, in order.
+    assert_eq!(audit_size(&first), before + 160);
+    let bytes = verified_export(&second, T0 + 100);
+    let export = Export::decode(&bytes).unwrap();
+    assert_eq!(
+        export
+            .entries
+            .iter()
+            .filter(|e| e.kind == EventKind::PreKeyFetch)
+            .count(),
+        160
+    );
+    // Each handle sees the other's appends.
+    assert_eq!(
+        first.audit_state().unwrap().root,
+        second.audit_state().unwrap().root
+    );
+}
+
+#[test]
+fn one_time_prekey_duplicates_are_ignored_and_the_count_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        max_one_time_prekeys: 10,
+        ..StorageConfig::default()
+    };
+    let s = SqliteStorage::open(dir.path(), config).unwrap();
+    let bob = enroll(&s, "bob", T0);
+    let key = |id: u32, b: u8| OneTimePreKey {
+        id,
+        encoded: vec![b; 4],
+    };
+    assert_eq!(
+        s.add_one_time_prekeys(&bob, &[key(1, 1), key(2, 2)])
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.add_one_time_prekeys(&bob, &[key(2, 9), key(3, 3)])
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.one_time_prekey_count(&bob).unwrap(), 3);
+    let too_many: Vec<_> = (10..18).map(|id| key(id, 0)).collect();
+    assert!(matches!(
+        s.add_one_time_prekeys(&bob, &too_many),
+        Err(StorageError::TooManyPreKeys { limit: 10 })
+    ));
+    assert_eq!(s.one_time_prekey_count(&bob).unwrap(), 3, "none stored");
+    // No signed prekeys yet: no bundle.
+    let alice = enroll(&s, "alice", T0);
+    assert!(matches!(
+        s.claim_bundle(&alice, &bob, T0),
+        Err(StorageError::NotFound {
+            what: "signed prekeys"
+        })
+    ));
+    s.put_signed_prekeys(&bob, b"v1", T0).unwrap();
+    s.put_signed_prekeys(&bob, b"v2", T0 + 1).unwrap();
+    let bundle = s.claim_bundle(&alice, &bob, T0 + 2).unwrap();
+    assert_eq!(bundle.signed_prekeys, b"v2");
+    assert_eq!(bundle.one_time_prekey, Some(key(1, 1)));
+    assert_eq!(s.get_device(&bob).unwrap().identity, bundle.identity);
+}
+
+#[test]
+fn enqueue_fetch_ack_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let alice = enroll(&s, "alice", T0);
+    let bob = enroll(&s, "bob", T0);
+    let bob2 = enroll(&s, "bob", T0);
+    for n in 0..5u8 {
+        let receipt = s
+            .enqueue(
+                &alice,
+                mid(n),
+                T0 + u64::from(n),
+                T0 + 10 + u64::from(n),
+                &[
+                    Delivery {
+                        recipient: bob,
+                        ciphertext: &[n; 3],
+                    },
+                    Delivery {
+                        recipient: bob2,
+                        ciphertext: &[n; 4],
+                    },
+                ],
+            )
+            .unwrap();
+        assert!(!receipt.duplicate);
+        assert_eq!(receipt.copies.len(), 2);
+        assert_eq!(receipt.copies[0].recipient, bob);
+        assert_eq!(receipt.copies[0].seq, u64::from(n) + 1);
+    }
+    // In order, with a cursor.
+    let all = s.fetch(&bob, 0, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(all[2].message_id, mid(2));
+    assert_eq!(all[2].sender, alice);
+    assert_eq!(all[2].enqueued_at, T0 + 2);
+    assert_eq!(all[2].ciphertext, [2; 3]);
+    let page = s.fetch(&bob, 2, 2).unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(s.fetch(&bob2, 0, 1).unwrap()[0].ciphertext, [0; 4]);
+
+    // Ack deletes this device's copy only.
+    let acked = s.ack(&bob, mid(0), T0 + 5).unwrap();
+    assert_eq!(acked.len(), 1);
+    assert_eq!(
+        (acked[0].seq, acked[0].sender, acked[0].size),
+        (1, alice, 3)
+    );
+    assert!(matches!(
+        s.ack(&bob, mid(0), T0 + 5),
+        Err(StorageError::NotFound { what: "message" })
+    ));
+    // Acking a message queued for another device is NotFound.
+    assert!(matches!(
+        s.ack(&alice, mid(1), T0 + 5),
+        Err(StorageError::NotFound { what: "message" })
+    ));
+    assert_eq!(s.queue_len(&bob).unwrap(), 4);
+    assert_eq!(s.queue_len(&bob2).unwrap(), 5);
+
+    // Expiry at T0 + 12 takes messages 0..=2 (expiring at T0+10..=12):
+    // bob's 1 and 2 (0 was acked), bob2's 0, 1, 2.
+    let expired = s.expire(T0 + 12, 100).unwrap();
+    assert_eq!(expired.len(), 5);
+    assert!(
+        expired
+            .iter()
+            .all(|e| e.sender == alice && e.message_id.0[0] <= 2)
+    );
+    assert_eq!(s.queue_len(&bob).unwrap(), 2);
+    assert_eq!(s.queue_len(&bob2).unwrap(), 2);
+    // A limit bounds one call.
+    assert_eq!(s.expire(T0 + 100, 3).unwrap().len(), 3);
+    assert_eq!(s.expire(T0 + 100, 3).unwrap().len(), 1);
+    assert!(s.expire(T0 + 100, 3).unwrap().is_empty());
+    // Sequence numbers are never reused.
+    s.enqueue(
+        &alice,
+        mid(50),
+        T0 + 100,
+        T0 + HOUR,
+        &[Delivery {
+            recipient: bob,
+            ciphertext: b"new",
+        }],
+    )
+    .unwrap();
+    assert_eq!(s.fetch(&bob, 0, 10).unwrap()[0].seq, 6);
+
+    // Bad input stores nothing.
+    let bad = |deliveries: &[Delivery<'_>], expires_at| {
+        matches!(
+            s.enqueue(&alice, mid(99), T0 + 100, expires_at, deliveries),
+            Err(StorageError::InvalidInput(_))
+        )
+    };
+    let d = Delivery {
+        recipient: bob,
+        ciphertext: b"x",
+    };
+    assert!(bad(&[], T0 + HOUR));
+    assert!(bad(&[d], T0 + 100));
+    assert!(bad(&[d, d], T0 + HOUR));
+    assert!(matches!(
+        s.enqueue(
+            &alice,
+            mid(99),
+            T0 + 100,
+            T0 + HOUR,
+            &[
+                d,
+                Delivery {
+                    recipient: DeviceKey([7; 32]),
+                    ciphertext: b"x"
+                }
+            ]
+        ),
+        Err(StorageError::NotFound { what: "device" })
+    ));
+    assert_eq!(s.queue_len(&bob).unwrap(), 1);
+    verified_export(&s, T0 + 200);
+}
+
+#[test]
+fn a_retried_message_id_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let alice = enroll(&s, "alice", T0);
+    let bob = enroll(&s, "bob", T0);
+    let carol = enroll(&s, "carol", T0);
+    let d = [Delivery {
+        recipient: bob,
+        ciphertext: b"hello",
+    }];
+    let first = s.enqueue(&alice, mid(1), T0, T0 + HOUR, &d).unwrap();
+    let size = audit_size(&s);
+    let retry = s.enqueue(&alice, mid(1), T0 + 5, T0 + HOUR, &d).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.enqueued_at, first.enqueued_at);
+    assert_eq!(retry.copies, first.copies);
+    assert_eq!(s.queue_len(&bob).unwrap(), 1);
+    assert_eq!(audit_size(&s), size, "a duplicate is not a new send");
+    // Still a duplicate after the copy was acknowledged (until expiry).
+    s.ack(&bob, mid(1), T0 + 6).unwrap();
+    let after_ack = s.enqueue(&alice, mid(1), T0 + 7, T0 + HOUR, &d).unwrap();
+    assert!(after_ack.duplicate);
+    assert!(after_ack.copies.is_empty());
+    assert_eq!(s.queue_len(&bob).unwrap(), 0);
+    // Another sender may use the same id.
+    let other = s.enqueue(&carol, mid(1), T0 + 8, T0 + HOUR, &d).unwrap();
+    assert!(!other.duplicate);
+    // After expiry, the idempotency record is gone with the message.
+    s.expire(T0 + HOUR, 100).unwrap();
+    let late = s
+        .enqueue(&alice, mid(1), T0 + HOUR + 1, T0 + 2 * HOUR, &d)
+        .unwrap();
+    assert!(!late.duplicate);
+}
+
+#[test]
+fn queue_depth_limit_refuses_the_whole_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        max_queue_depth: 3,
+        ..StorageConfig::default()
+    };
+    let s = SqliteStorage::open(dir.path(), config).unwrap();
+    let alice = enroll(&s, "alice", T0);
+    let bob = enroll(&s, "bob", T0);
+    let carol = enroll(&s, "carol", T0);
+    for n in 0..3 {
+        s.enqueue(
+            &alice,
+            mid(n),
+            T0,
+            T0 + HOUR,
+            &[Delivery {
+                recipient: bob,
+                ciphertext: b"x",
+            }],
+        )
+        .unwrap();
+    }
+    let size = audit_size(&s);
+    let err = s
+        .enqueue(
+            &alice,
+            mid(10),
+            T0,
+            T0 + HOUR,
+            &[
+                Delivery {
+                    recipient: carol,
+                    ciphertext: b"x",
+                },
+                Delivery {
+                    recipient: bob,
+                    ciphertext: b"x",
+                },
+            ],
+        )
+        .unwrap_err();
+    match err {
+        StorageError::QueueFull { device, limit } => {
+            assert_eq!((device, limit), (bob, 3));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.queue_len(&carol).unwrap(), 0, "nothing stored for carol");
+    assert_eq!(audit_size(&s), size, "nothing audited");
+    // The refused id was not recorded: it can be sent once there is room.
+    s.ack(&bob, mid(0), T0 + 1).unwrap();
+    let receipt = s
+        .enqueue(
+            &alice,
+            mid(10),
+            T0 + 2,
+            T0 + HOUR,
+            &[Delivery {
+                recipient: bob,
+                ciphertext: b"x",
+            }],
+        )
+        .unwrap();
+    assert!(!receipt.duplicate);
+}
+
+#[test]
+fn audit_entries_are_written_with_their_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert_eq!(audit_size(&s), 0);
+    let alice = enroll(&s, "alice", T0); // user, token, enrollment
+    assert_eq!(audit_size(&s), 3);
+    let bob = enroll(&s, "bob", T0);
+    let bob2 = enroll(&s, "bob", T0); // token, enrollment
+    assert_eq!(audit_size(&s), 8);
+    s.enqueue(
+        &alice,
+        mid(1),
+        T0 + 1,
+        T0 + 10,
+        &[
+            Delivery {
+                recipient: bob,
+                ciphertext: b"12345",
+            },
+            Delivery {
+                recipient: bob2,
+                ciphertext: b"123",
+            },
+        ],
+    )
+    .unwrap();
+    assert_eq!(audit_size(&s), 10, "one Send per copy");
+    let send = &entries(&s)[8];
+    assert_eq!(send.kind, EventKind::Send);
+    assert_eq!(send.actor_user, Some(user("alice")));
+    assert_eq!(send.actor_device, alice.audit_id());
+    assert_eq!(send.target_user, Some(user("bob")));
+    assert_eq!(send.target_device, bob.audit_id());
+    assert_eq!(send.message_id, Some(mid(1)));
+    assert_eq!(send.size, Some(5));
+    s.ack(&bob, mid(1), T0 + 2).unwrap();
+    assert_eq!(audit_size(&s), 11);
+    s.expire(T0 + 10, 10).unwrap();
+    assert_eq!(audit_size(&s), 12);
+    // Entries with no state change, numbered and dated by the storage.
+    let mut auth = AuditEntry::new(999, 0, EventKind::AuthFailure);
+    auth.actor_device = bob.audit_id();
+    let seqs = s.append_audit(&[auth.clone(), auth], T0 + 20).unwrap();
+    assert_eq!(seqs, [12, 13]);
+    // A caller's clock behind the log's is moved forward, not refused.
+    s.append_audit(&[AuditEntry::new(0, 0, EventKind::AuthSuccess)], T0)
+        .unwrap();
+    let log = entries(&s);
+    assert_eq!(log[14].timestamp_ms, T0 + 20);
+    assert!(log.iter().enumerate().all(|(i, e)| e.sequence == i as u64));
+    // Refused operations write nothing.
+    let size = audit_size(&s);
+    assert!(s.ack(&bob, mid(77), T0 + 30).is_err());
+    assert!(
+        s.redeem_enrollment_token(&[1; 32], &new_identity(), T0)
+            .is_err()
+    );
+    assert_eq!(audit_size(&s), size);
+
+    // Heads: a second head at the same size and time is the first one.
+    let key = relay_key();
+    let h1 = s.issue_tree_head(&key, T0 + 30).unwrap();
+    let h1_again = s.issue_tree_head(&key, T0 + 30).unwrap();
+    assert_eq!(h1, h1_again);
+    assert_eq!(s.tree_heads().unwrap(), vec![h1]);
+    s.append_audit(&[AuditEntry::new(0, 0, EventKind::Delivery)], T0 + 31)
+        .unwrap();
+    let h2 = s.issue_tree_head(&key, T0 + 40).unwrap();
+    assert_eq!(h2.head.tree_size, h1.head.tree_size + 1);
+    let bytes = verified_export(&s, T0 + 50);
+    let verified = verify_export(&bytes, None).unwrap();
+    assert_eq!(verified.heads().len(), 3);
+    // Proofs from the storage verify against the heads.
+    let proof = s
+        .consistency_proof(h1.head.tree_size, h2.head.tree_size)
+        .unwrap();
+    ward_audit::verify_consistency(
+        h1.head.tree_size,
+        h2.head.tree_size,
+        &h1.head.root,
+        &h2.head.root,
+        &proof.path,
+    )
+    .unwrap();
+    let inclusion = s.inclusion_proof(8, h2.head.tree_size).unwrap();
+    ward_audit::verify_inclusion(
+        &log[8].leaf_hash(),
+        8,
+        h2.head.tree_size,
+        &inclusion.path,
+        &h2.head.root,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.inclusion_proof(0, 10_000),
+        Err(StorageError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn reopening_keeps_everything_and_the_same_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, state, heads) = {
+        let s = open(dir.path());
+        let alice = enroll(&s, "alice", T0);
+        let bob = enroll(&s, "bob", T0);
+        s.put_signed_prekeys(&bob, b"signed", T0).unwrap();
+        s.add_one_time_prekeys(
+            &bob,
+            &[OneTimePreKey {
+                id: 7,
+                encoded: b"otk".to_vec(),
+            }],
+        )
+        .unwrap();
+        for n in 0..40 {
+            s.enqueue(
+                &alice,
+                mid(n),
+                T0 + u64::from(n),
+                T0 + HOUR,
+                &[Delivery {
+                    recipient: bob,
+                    ciphertext: &[n; 10],
+                }],
+            )
+            .unwrap();
+        }
+        s.issue_tree_head(&relay_key(), T0 + 100).unwrap();
+        (
+            alice,
+            bob,
+            s.audit_state().unwrap(),
+            s.tree_heads().unwrap(),
+        )
+    };
+    let s = open(dir.path());
+    assert_eq!(s.audit_state().unwrap(), state);
+    assert_eq!(s.tree_heads().unwrap(), heads);
+    assert_eq!(s.list_users().unwrap().len(), 2);
+    assert_eq!(s.get_device(&alice).unwrap().user, user("alice"));
+    assert_eq!(s.queue_len(&bob).unwrap(), 40);
+    assert_eq!(s.fetch(&bob, 39, 10).unwrap()[0].ciphertext, [39; 10]);
+    assert_eq!(s.one_time_prekey_count(&bob).unwrap(), 1);
+    // Nothing earlier than the last head is accepted after reopening.
+    s.append_audit(&[AuditEntry::new(0, 0, EventKind::AuthSuccess)], T0)
+        .unwrap();
+    assert_eq!(entries(&s).last().unwrap().timestamp_ms, T0 + 100);
+    // The next sequence number continues the log.
+    let receipt = s
+        .enqueue(
+            &alice,
+            mid(200),
+            T0 + 200,
+            T0 + HOUR,
+            &[Delivery {
+                recipient: bob,
+                ciphertext: b"x",
+            }],
+        )
+        .unwrap();
+    assert_eq!(receipt.copies[0].seq, 41);
+    verified_export(&s, T0 + 300);
+}
+
+#[test]
+fn ciphertext_never_reaches_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let alice = enroll(&s, "alice", T0);
+    let bob = enroll(&s, "bob", T0);
+    let canary = b"CANARY-ciphertext-7f3a9c1e-must-not-leak";
+    s.enqueue(
+        &alice,
+        mid(1),
+        T0,
+        T0 + 10,
+        &[Delivery {
+            recipient: bob,
+            ciphertext: canary,
+        }],
+    )
+    .unwrap();
+    s.enqueue(
+        &alice,
+        mid(2),
+        T0,
+        T0 + 10,
+        &[Delivery {
+            recipient: bob,
+            ciphertext: canary,
+        }],
+    )
+    .unwrap();
+    s.put_signed_prekeys(&bob, canary, T0).unwrap();
+    assert_eq!(s.fetch(&bob, 0, 10).unwrap()[0].ciphertext, canary);
+    s.ack(&bob, mid(1), T0 + 1).unwrap();
+    s.expire(T0 + 10, 10).unwrap();
+    let bytes = verified_export(&s, T0 + 20);
+    let contains = |haystack: &[u8]| haystack.windows(canary.len()).any(|w| w == canary);
+    assert!(!contains(&bytes), "canary in the export");
+    for entry in entries(&s) {
+        assert!(!contains(&entry.encode()));
+        assert!(!contains(entry.to_string().as_bytes()));
+    }
+    // Messages were ciphertext in the queue table: gone once acknowledged or
+    // expired; the prekey bytes are still stored, as they should be.
+    assert!(s.fetch(&bob, 0, 10).unwrap().is_empty());
+    let _ = std::fs::metadata(dir.path().join(DATABASE_FILE)).unwrap();
+}
+
+#[cfg(unix)]
+mod crash {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    const CHILD_ENV: &str = "WARD_RELAY_CRASH_CHILD_DIR";
+
+    /// Run by the parent test in a child process: enqueues until killed,
+    /// printing each message id after `enqueue` returned (that is, after
+    /// the relay would have acknowledged the send).
+    #[test]
+    fn crash_child_writer() {
+        let Some(dir) = std::env::var_os(CHILD_ENV) else {
+            return; // Only meaningful as the child of the crash test.
+        };
+        let s = open(Path::new(&dir));
+        let alice = s.list_all_devices(&user("alice")).unwrap()[0].key;
+        let bob = s.list_all_devices(&user("bob")).unwrap()[0].key;
+        for n in 0u32.. {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            s.enqueue(
+                &alice,
+                MessageId(id),
+                T0 + 10 + u64::from(n),
+                T0 + HOUR,
+                &[Delivery {
+                    recipient: bob,
+                    ciphertext: &[0xab; 1024],
+                }],
+            )
+            .unwrap();
+            println!("ACKED {n}");
+        }
+    }
+
+    /// A writer killed with SIGKILL mid-stream: after reopening, every
+    /// acknowledged message is there exactly once and the audit log (one
+    /// Send per stored message) verifies.
+    #[test]
+    fn acknowledged_messages_survive_sigkill() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob) = {
+            let s = open(dir.path());
+            (enroll(&s, "alice", T0), enroll(&s, "bob", T0))
+        };
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash::crash_child_writer", "--nocapture"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut acked = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("ACKED ") {
+                acked.push(n.parse::<u32>().unwrap());
+                if acked.len() == 50 {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        assert_eq!(acked.len(), 50, "the child wrote");
+
+        let s = open(dir.path());
+        let queued = s.fetch(&bob, 0, 100_000).unwrap();
+        let ids: Vec<u32> = queued
+            .iter()
+            .map(|m| u32::from_be_bytes(m.message_id.0[..4].try_into().unwrap()))
+            .collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] + 1 == w[1]),
+            "no gaps or repeats"
+        );
+        for n in &acked {
+            assert!(ids.contains(n), "acknowledged message {n} lost");
+        }
+        assert!(queued.iter().all(|m| m.sender == alice));
+        let sends = entries(&s)
+            .iter()
+            .filter(|e| e.kind == EventKind::Send)
+            .count();
+        assert_eq!(sends, queued.len(), "one Send entry per stored message");
+        verified_export(&s, T0 + HOUR);
+    }
+}
