@@ -30,23 +30,22 @@ use crate::message::{Header, MAX_HEADER_LEN, RatchetMessage, TAG_LEN};
 /// associated data.
 pub(crate) type AdPrefix = [u8; 64];
 
-/// Our current ratchet key pair. The public half is kept so that encrypting
-/// never recomputes a base-point multiplication.
+/// Our current ratchet secret. Its public half is computed once, when it is
+/// generated, and lives on as the sending chain's name (`Chain::ratchet_key`):
+/// neither encrypting nor restoring a session repeats that base-point
+/// multiplication.
 pub(crate) struct LocalRatchet {
     pub(crate) secret: StaticSecret,
-    pub(crate) public: [u8; 32],
 }
 
 impl LocalRatchet {
-    pub(crate) fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+    /// A fresh ratchet key pair: the secret and its public key.
+    pub(crate) fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> (Self, [u8; 32]) {
         let mut bytes = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(bytes.as_mut_slice());
-        Self::from_secret(StaticSecret::from(*bytes))
-    }
-
-    pub(crate) fn from_secret(secret: StaticSecret) -> Self {
+        let secret = StaticSecret::from(*bytes);
         let public = PublicKey::from(&secret).to_bytes();
-        Self { secret, public }
+        (Self { secret }, public)
     }
 }
 
@@ -135,12 +134,12 @@ impl Ratchet {
     /// The sending half of a DH ratchet step: a new ratchet key and chain.
     fn step_sending<R: CryptoRng + ?Sized>(&mut self, rng: &mut R) -> Result<()> {
         let remote = self.remote.ok_or(Error::NotReady)?;
-        let local = LocalRatchet::generate(rng);
+        let (local, local_public) = LocalRatchet::generate(rng);
         let shared = agree(&local.secret, &remote)?;
         let (root, chain_key) = self.root.ratchet(&shared);
         self.root = root;
         self.sending = Some(Chain {
-            ratchet_key: local.public,
+            ratchet_key: local_public,
             key: chain_key,
             index: 0,
         });

@@ -63,7 +63,7 @@ impl Session {
     ) -> Result<Self> {
         let remote = bundle.identity();
         let signed = bundle.signed_prekeys();
-        let base = LocalRatchet::generate(rng);
+        let (base, base_key) = LocalRatchet::generate(rng);
         let mut ikm = HandshakeInput::new();
         ikm.push(agree(local.dh_secret(), signed.dh_key())?.as_slice());
         ikm.push(agree(&base.secret, remote.dh_key())?.as_slice());
@@ -75,11 +75,10 @@ impl Session {
         ikm.push(kem_secret.as_ref());
         let (root, chain_key) = kdf::handshake(
             ikm.as_slice(),
-            &handshake_info(local.public(), remote, signed.dh_key(), &base.public),
+            &handshake_info(local.public(), remote, signed.dh_key(), &base_key),
         );
         let mut kem_bytes = Box::new([0u8; KEM_CIPHERTEXT_LEN]);
         kem_bytes.copy_from_slice(&kem_ciphertext);
-        let base_key = base.public;
         let one_time_prekey_id = bundle.one_time_prekey().map(|k| k.id);
         let digest = handshake_digest(
             local.public(),
@@ -331,10 +330,12 @@ impl Session {
         };
         let local_ratchet = match s.local_ratchet_secret.len() {
             0 => None,
-            _ => Some(LocalRatchet::from_secret(StaticSecret::from(fixed::<32>(
-                "local_ratchet_secret",
-                &s.local_ratchet_secret,
-            )?))),
+            _ => Some(LocalRatchet {
+                secret: StaticSecret::from(fixed::<32>(
+                    "local_ratchet_secret",
+                    &s.local_ratchet_secret,
+                )?),
+            }),
         };
         let remote = match s.remote_ratchet_key.len() {
             0 => None,
