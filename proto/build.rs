@@ -1,9 +1,11 @@
 //! Compiles `schemas/*.proto` with protox, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let schema = "schemas/ward_core.proto";
-    println!("cargo:rerun-if-changed={schema}");
-    let descriptors = protox::compile([schema], ["schemas"])?;
+    let schemas = ["schemas/ward_core.proto", "schemas/ward_relay.proto"];
+    for schema in schemas {
+        println!("cargo:rerun-if-changed={schema}");
+    }
+    let descriptors = protox::compile(schemas, ["schemas"])?;
 
     // Messages that carry secret key material: no derived Debug (it would print
     // the bytes) and zeroize on drop, so decoding state never leaves copies.

@@ -2,17 +2,25 @@
 //!
 //! These are the raw encodings only; `ward-core` validates them and turns them
 //! into domain types. The normative description of every field is in
-//! `spec/03-encodings.md`.
+//! `spec/03-encodings.md` (core) and `spec/08-relay-protocol.md` (relay).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 extern crate alloc;
 
+pub mod frame;
+
 /// Version 1 of the ward-core schemas (`proto/schemas/ward_core.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod core_v1 {
     include!(concat!(env!("OUT_DIR"), "/ward.core.v1.rs"));
+}
+
+/// Version 1 of the relay protocol (`proto/schemas/ward_relay.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod relay_v1 {
+    include!(concat!(env!("OUT_DIR"), "/ward.relay.v1.rs"));
 }
 
 pub use prost::{DecodeError, Message};
