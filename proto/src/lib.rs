@@ -9,6 +9,10 @@
 
 extern crate alloc;
 
+/// The relay protocol's ALPN id (spec/08, "Transport").
+pub const ALPN: &[u8] = b"ward/1";
+
+pub mod auth;
 pub mod frame;
 
 /// Version 1 of the ward-core schemas (`proto/schemas/ward_core.proto`).
