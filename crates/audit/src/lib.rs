@@ -37,8 +37,8 @@
 //! |---|---|
 //! | [`entry`] | [`AuditEntry`] and its canonical, bounded encoding |
 //! | [`merkle`] | RFC 9162 hashing, proof types, proof verification |
-//! | [`store`] | [`LeafStore`], where leaf hashes are kept; [`MemoryLeafStore`] |
-//! | [`log`] | [`MerkleLog`]: append, roots, proofs, issuing heads (complexities documented there) |
+//! | [`store`] | [`LeafStore`], where leaf hashes are kept; [`MemoryLeafStore`]; [`TruncateLeaves`] |
+//! | [`log`] | [`MerkleLog`]: append, roots, proofs, issuing heads, rolling back to a [`Checkpoint`] (complexities documented there) |
 //! | [`head`] | [`TreeHead`], [`SignedTreeHead`] |
 //! | [`export`] | The export file, [`verify_export`], [`VerifiedLog`] |
 //! | [`mod@vectors`] | [`vectors()`], the data of spec/vectors/audit.json |
@@ -63,10 +63,10 @@ pub use crate::entry::{
 pub use crate::error::{AuditError, DecodeError, LogError};
 pub use crate::export::{Export, ExportWriter, VerifiedLog, verify_export};
 pub use crate::head::{SignedTreeHead, TreeHead};
-pub use crate::log::MerkleLog;
+pub use crate::log::{Checkpoint, MerkleLog};
 pub use crate::merkle::{
     ConsistencyProof, EMPTY_ROOT, Hash, InclusionProof, leaf_hash, node_hash, verify_consistency,
     verify_inclusion,
 };
-pub use crate::store::{LeafStore, MemoryLeafStore};
+pub use crate::store::{LeafStore, MemoryLeafStore, TruncateLeaves};
 pub use crate::vectors::vectors;

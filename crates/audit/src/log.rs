@@ -20,6 +20,10 @@
 //! lookups and hashes, plus at most about 2 * 16 leaf reads for the lowest
 //! levels. [`MerkleLog::open`] rebuilds the frontier and cache from the store:
 //! O(n) leaf reads and hashes, once at start-up.
+//! [`MerkleLog::rollback`] goes back to a [`Checkpoint`] (for a caller whose
+//! leaf store sits in a database transaction that rolled back): O(log n)
+//! cache lookups and hashes plus at most 15 leaf reads, and the cache rows
+//! truncated.
 
 use ed25519_dalek::SigningKey;
 
@@ -29,7 +33,7 @@ use crate::head::{SignedTreeHead, TreeHead};
 use crate::merkle::{
     ConsistencyProof, EMPTY_ROOT, Hash, InclusionProof, leaf_hash, node_hash, split_point,
 };
-use crate::store::{LeafStore, MemoryLeafStore};
+use crate::store::{LeafStore, MemoryLeafStore, TruncateLeaves};
 
 /// Complete subtrees of `2^CACHED_MIN_LEVEL` leaves and more are cached in
 /// memory; smaller ones are recomputed from the leaf hashes.
@@ -51,6 +55,27 @@ pub struct MerkleLog<S: LeafStore = MemoryLeafStore> {
     /// leaves starting at leaf `i * 2^(CACHED_MIN_LEVEL + j)`.
     cache: Vec<Vec<Hash>>,
     not_before_ms: u64,
+}
+
+/// A state a [`MerkleLog`] can go back to with
+/// [`rollback`](MerkleLog::rollback): its size and timestamp bound when
+/// [`checkpoint`](MerkleLog::checkpoint) was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    size: u64,
+    not_before_ms: u64,
+}
+
+impl Checkpoint {
+    /// The log's size then.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The log's [`not_before_ms`](MerkleLog::not_before_ms) then.
+    pub fn not_before_ms(&self) -> u64 {
+        self.not_before_ms
+    }
 }
 
 impl<S: LeafStore> core::fmt::Debug for MerkleLog<S> {
@@ -294,6 +319,14 @@ impl<S: LeafStore> MerkleLog<S> {
         Ok(head)
     }
 
+    /// The log's state now, to [`rollback`](Self::rollback) to later.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            size: self.size,
+            not_before_ms: self.not_before_ms,
+        }
+    }
+
     fn check_size(&self, tree_size: u64) -> Result<(), S> {
         if tree_size > self.size {
             Err(LogError::OutOfRange {
@@ -376,6 +409,48 @@ impl<S: LeafStore> MerkleLog<S> {
             self.subproof(m, lo + k, hi, false, out)?;
             out.push(self.range_hash(lo, lo + k)?);
         }
+        Ok(())
+    }
+}
+
+impl<S: TruncateLeaves> MerkleLog<S> {
+    /// Goes back to `checkpoint`, taken earlier from this log: forgets the
+    /// entries appended since (the store [truncates](TruncateLeaves::truncate)
+    /// to the checkpoint's size) and restores the timestamp bound of then,
+    /// so heads issued since are forgotten too (the caller discards them).
+    ///
+    /// This undoes appends whose durable record was rolled back (a database
+    /// transaction that failed); it is not a way to rewrite a published log.
+    /// A checkpoint beyond the log's size is
+    /// [`OutOfRange`](LogError::OutOfRange). On error the log is unchanged
+    /// (the store is as its `truncate` left it).
+    pub fn rollback(&mut self, checkpoint: Checkpoint) -> Result<(), S> {
+        let size = checkpoint.size;
+        self.check_size(size)?;
+        // The right-edge subtrees of `size` leaves, read before anything
+        // changes: the subtree of `2^l` leaves for each set bit `l`, the
+        // `((size >> l) - 1)`-th of its level.
+        let levels = (u64::BITS - size.leading_zeros()) as usize;
+        let mut frontier = Vec::with_capacity(levels);
+        for level in 0..levels as u32 {
+            frontier.push(if (size >> level) & 1 == 1 {
+                Some(self.subtree(level, (size >> level) - 1)?)
+            } else {
+                None
+            });
+        }
+        self.store.truncate(size).map_err(LogError::Store)?;
+        for (j, row) in self.cache.iter_mut().enumerate() {
+            let level = CACHED_MIN_LEVEL as usize + j;
+            let keep = usize::try_from(size >> level).unwrap_or(usize::MAX);
+            row.truncate(keep);
+        }
+        while self.cache.last().is_some_and(Vec::is_empty) {
+            self.cache.pop();
+        }
+        self.frontier = frontier;
+        self.size = size;
+        self.not_before_ms = checkpoint.not_before_ms;
         Ok(())
     }
 }
@@ -511,6 +586,66 @@ mod tests {
             Err(LogError::OutOfRange { .. })
         ));
         assert!(matches!(log.leaf_hash(5), Err(LogError::OutOfRange { .. })));
+    }
+
+    /// Rolling back gives exactly the log that never had the later entries,
+    /// at every kind of size (empty, below and on the cached levels, powers
+    /// of two), and appending continues from there.
+    #[test]
+    fn rollback_restores_the_earlier_log() {
+        let all = leaves(300);
+        for size in [
+            0u64, 1, 2, 7, 15, 16, 17, 31, 32, 33, 100, 128, 255, 256, 257,
+        ] {
+            let mut log = log_of(&all[..size as usize]);
+            let mark = log.checkpoint();
+            for leaf in &all[size as usize..] {
+                log.push_leaf_hash(*leaf).unwrap();
+            }
+            log.rollback(mark).unwrap();
+            let fresh = log_of(&all[..size as usize]);
+            assert_eq!(log.size(), size);
+            assert_eq!(log.root(), fresh.root(), "size {size}");
+            assert_eq!(log.frontier, fresh.frontier, "size {size}");
+            assert_eq!(log.cache, fresh.cache, "size {size}");
+            assert_eq!(log.store(), fresh.store());
+            for leaf in &all[size as usize..] {
+                log.push_leaf_hash(*leaf).unwrap();
+            }
+            assert_eq!(log.root(), log_of(&all).root(), "regrown from {size}");
+        }
+    }
+
+    #[test]
+    fn rollback_restores_the_timestamp_bound_and_checks_the_size() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut log = MerkleLog::in_memory();
+        log.append(&AuditEntry::new(0, 100, EventKind::Enrollment))
+            .unwrap();
+        let mark = log.checkpoint();
+        assert_eq!((mark.size(), mark.not_before_ms()), (1, 100));
+        log.append(&AuditEntry::new(1, 200, EventKind::Send))
+            .unwrap();
+        log.issue_head(300, &key).unwrap();
+        log.rollback(mark).unwrap();
+        assert_eq!(log.checkpoint(), mark);
+        log.append(&AuditEntry::new(1, 150, EventKind::Send))
+            .unwrap();
+
+        let small = log_of(&leaves(3));
+        let mut big = log_of(&leaves(5));
+        let root = small.root();
+        let beyond = big.checkpoint();
+        big.rollback(small.checkpoint()).unwrap();
+        assert_eq!(big.root(), root);
+        assert!(matches!(
+            big.rollback(beyond),
+            Err(LogError::OutOfRange {
+                requested: 5,
+                size: 3
+            })
+        ));
+        assert_eq!(big.root(), root, "a refused rollback changes nothing");
     }
 
     /// A store that lost a leaf is reported, not papered over.

@@ -29,6 +29,18 @@ pub trait LeafStore {
     fn append(&mut self, leaf_hash: Hash) -> Result<(), Self::Error>;
 }
 
+/// A [`LeafStore`] that can drop its newest leaf hashes, for
+/// [`MerkleLog::rollback`](crate::MerkleLog::rollback).
+///
+/// A store inside a database transaction may have dropped them already, by
+/// rolling back the transaction or savepoint that appended them; its
+/// `truncate` then only checks that it holds `len` leaves.
+pub trait TruncateLeaves: LeafStore {
+    /// Keeps the first `len` leaf hashes and drops the rest; `len` is at
+    /// most [`len`](LeafStore::len).
+    fn truncate(&mut self, len: u64) -> Result<(), Self::Error>;
+}
+
 /// Leaf hashes in memory: 32 bytes per leaf.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryLeafStore {
@@ -63,6 +75,15 @@ impl LeafStore for MemoryLeafStore {
 
     fn append(&mut self, leaf_hash: Hash) -> Result<(), Infallible> {
         self.leaves.push(leaf_hash);
+        Ok(())
+    }
+}
+
+impl TruncateLeaves for MemoryLeafStore {
+    fn truncate(&mut self, len: u64) -> Result<(), Infallible> {
+        if let Ok(len) = usize::try_from(len) {
+            self.leaves.truncate(len);
+        }
         Ok(())
     }
 }
