@@ -4,14 +4,15 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use ward_audit::{AuditEntry, EventKind, Export, MessageId, SigningKey, UserId, verify_export};
 use ward_core::IdentityKeyPair;
 use ward_relay::storage::{
-    DATABASE_FILE, Delivery, DeviceKey, OneTimePreKey, Role, SqliteStorage, Storage, StorageConfig,
-    StorageError,
+    DATABASE_FILE, Delivery, Device, DeviceKey, EnqueueReceipt, OneTimePreKey, Role, SqliteStorage,
+    Storage, StorageConfig, StorageError,
 };
 
 const T0: u64 = 1_790_000_000_000;
@@ -188,6 +189,7 @@ fn revocation_removes_prekeys_and_queue() {
             mid(n),
             T0,
             T0 + HOUR,
+            &[user("bob")],
             &[Delivery {
                 recipient: bob,
                 ciphertext: b"ct",
@@ -227,19 +229,25 @@ fn revocation_removes_prekeys_and_queue() {
         s.claim_bundle(&bob, &alice, T0 + 2),
         Err(StorageError::Revoked { .. })
     ));
-    assert!(matches!(
-        s.enqueue(
-            &alice,
-            mid(9),
-            T0 + 2,
-            T0 + HOUR,
-            &[Delivery {
-                recipient: bob,
-                ciphertext: b"x"
-            }]
-        ),
-        Err(StorageError::Revoked { .. })
-    ));
+    // A revoked recipient is no longer one of bob's devices.
+    match s.enqueue(
+        &alice,
+        mid(9),
+        T0 + 2,
+        T0 + HOUR,
+        &[user("bob")],
+        &[Delivery {
+            recipient: bob,
+            ciphertext: b"x",
+        }],
+    ) {
+        Err(StorageError::StaleDevices { current }) => {
+            assert_eq!(current.len(), 2);
+            assert_eq!(current[0], (user("bob"), vec![]));
+            assert_eq!(current[1].0, user("alice"));
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         s.put_signed_prekeys(&bob, b"again", T0 + 2),
         Err(StorageError::Revoked { .. })
@@ -381,6 +389,7 @@ fn enqueue_fetch_ack_expire() {
                 mid(n),
                 T0 + u64::from(n),
                 T0 + 10 + u64::from(n),
+                &[user("bob")],
                 &[
                     Delivery {
                         recipient: bob,
@@ -406,6 +415,7 @@ fn enqueue_fetch_ack_expire() {
     );
     assert_eq!(all[2].message_id, mid(2));
     assert_eq!(all[2].sender, alice);
+    assert_eq!(all[2].sender_user, user("alice"));
     assert_eq!(all[2].enqueued_at, T0 + 2);
     assert_eq!(all[2].ciphertext, [2; 3]);
     let page = s.fetch(&bob, 2, 2).unwrap();
@@ -452,44 +462,71 @@ fn enqueue_fetch_ack_expire() {
         mid(50),
         T0 + 100,
         T0 + HOUR,
-        &[Delivery {
-            recipient: bob,
-            ciphertext: b"new",
-        }],
+        &[user("bob")],
+        &[
+            Delivery {
+                recipient: bob,
+                ciphertext: b"new",
+            },
+            Delivery {
+                recipient: bob2,
+                ciphertext: b"new",
+            },
+        ],
     )
     .unwrap();
     assert_eq!(s.fetch(&bob, 0, 10).unwrap()[0].seq, 6);
 
     // Bad input stores nothing.
-    let bad = |deliveries: &[Delivery<'_>], expires_at| {
-        matches!(
-            s.enqueue(&alice, mid(99), T0 + 100, expires_at, deliveries),
-            Err(StorageError::InvalidInput(_))
+    let send = |deliveries: &[Delivery<'_>], expires_at| {
+        s.enqueue(
+            &alice,
+            mid(99),
+            T0 + 100,
+            expires_at,
+            &[user("bob")],
+            deliveries,
         )
     };
     let d = Delivery {
         recipient: bob,
         ciphertext: b"x",
     };
-    assert!(bad(&[], T0 + HOUR));
-    assert!(bad(&[d], T0 + 100));
-    assert!(bad(&[d, d], T0 + HOUR));
+    let d2 = Delivery {
+        recipient: bob2,
+        ciphertext: b"x",
+    };
+    let size = audit_size(&s);
+    let invalid = |r| matches!(r, Err(StorageError::InvalidInput(_)));
+    let stale = |r| matches!(r, Err(StorageError::StaleDevices { .. }));
+    assert!(invalid(send(&[], T0 + HOUR)));
+    assert!(invalid(send(&[d, d2], T0 + 100)));
+    let huge = vec![0; StorageConfig::default().max_ciphertext_len + 1];
+    let too_large = Delivery {
+        recipient: bob2,
+        ciphertext: &huge,
+    };
+    assert!(invalid(send(&[d, too_large], T0 + HOUR)));
+    // Wrong recipient sets (see also `stale_device_lists_are_refused`).
+    assert!(stale(send(&[d, d], T0 + HOUR)));
+    assert!(stale(send(&[d], T0 + HOUR)));
+    let unknown = Delivery {
+        recipient: DeviceKey([7; 32]),
+        ciphertext: b"x",
+    };
+    assert!(stale(send(&[d, d2, unknown], T0 + HOUR)));
     assert!(matches!(
         s.enqueue(
             &alice,
             mid(99),
             T0 + 100,
             T0 + HOUR,
-            &[
-                d,
-                Delivery {
-                    recipient: DeviceKey([7; 32]),
-                    ciphertext: b"x"
-                }
-            ]
+            &[user("bob"), user("nobody")],
+            &[d, d2]
         ),
-        Err(StorageError::NotFound { what: "device" })
+        Err(StorageError::NotFound { what: "user" })
     ));
+    assert_eq!(audit_size(&s), size, "refusals audit nothing");
     assert_eq!(s.queue_len(&bob).unwrap(), 1);
     verified_export(&s, T0 + 200);
 }
@@ -505,9 +542,14 @@ fn a_retried_message_id_is_stored_once() {
         recipient: bob,
         ciphertext: b"hello",
     }];
-    let first = s.enqueue(&alice, mid(1), T0, T0 + HOUR, &d).unwrap();
+    let bob_user = [user("bob")];
+    let first = s
+        .enqueue(&alice, mid(1), T0, T0 + HOUR, &bob_user, &d)
+        .unwrap();
     let size = audit_size(&s);
-    let retry = s.enqueue(&alice, mid(1), T0 + 5, T0 + HOUR, &d).unwrap();
+    let retry = s
+        .enqueue(&alice, mid(1), T0 + 5, T0 + HOUR, &bob_user, &d)
+        .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.enqueued_at, first.enqueued_at);
     assert_eq!(retry.copies, first.copies);
@@ -515,17 +557,21 @@ fn a_retried_message_id_is_stored_once() {
     assert_eq!(audit_size(&s), size, "a duplicate is not a new send");
     // Still a duplicate after the copy was acknowledged (until expiry).
     s.ack(&bob, mid(1), T0 + 6).unwrap();
-    let after_ack = s.enqueue(&alice, mid(1), T0 + 7, T0 + HOUR, &d).unwrap();
+    let after_ack = s
+        .enqueue(&alice, mid(1), T0 + 7, T0 + HOUR, &bob_user, &d)
+        .unwrap();
     assert!(after_ack.duplicate);
     assert!(after_ack.copies.is_empty());
     assert_eq!(s.queue_len(&bob).unwrap(), 0);
     // Another sender may use the same id.
-    let other = s.enqueue(&carol, mid(1), T0 + 8, T0 + HOUR, &d).unwrap();
+    let other = s
+        .enqueue(&carol, mid(1), T0 + 8, T0 + HOUR, &bob_user, &d)
+        .unwrap();
     assert!(!other.duplicate);
     // After expiry, the idempotency record is gone with the message.
     s.expire(T0 + HOUR, 100).unwrap();
     let late = s
-        .enqueue(&alice, mid(1), T0 + HOUR + 1, T0 + 2 * HOUR, &d)
+        .enqueue(&alice, mid(1), T0 + HOUR + 1, T0 + 2 * HOUR, &bob_user, &d)
         .unwrap();
     assert!(!late.duplicate);
 }
@@ -547,6 +593,7 @@ fn queue_depth_limit_refuses_the_whole_send() {
             mid(n),
             T0,
             T0 + HOUR,
+            &[user("bob")],
             &[Delivery {
                 recipient: bob,
                 ciphertext: b"x",
@@ -561,6 +608,7 @@ fn queue_depth_limit_refuses_the_whole_send() {
             mid(10),
             T0,
             T0 + HOUR,
+            &[user("carol"), user("bob")],
             &[
                 Delivery {
                     recipient: carol,
@@ -589,6 +637,7 @@ fn queue_depth_limit_refuses_the_whole_send() {
             mid(10),
             T0 + 2,
             T0 + HOUR,
+            &[user("bob")],
             &[Delivery {
                 recipient: bob,
                 ciphertext: b"x",
@@ -613,6 +662,7 @@ fn audit_entries_are_written_with_their_changes() {
         mid(1),
         T0 + 1,
         T0 + 10,
+        &[user("bob")],
         &[
             Delivery {
                 recipient: bob,
@@ -720,6 +770,7 @@ fn reopening_keeps_everything_and_the_same_root() {
                 mid(n),
                 T0 + u64::from(n),
                 T0 + HOUR,
+                &[user("bob")],
                 &[Delivery {
                     recipient: bob,
                     ciphertext: &[n; 10],
@@ -754,6 +805,7 @@ fn reopening_keeps_everything_and_the_same_root() {
             mid(200),
             T0 + 200,
             T0 + HOUR,
+            &[user("bob")],
             &[Delivery {
                 recipient: bob,
                 ciphertext: b"x",
@@ -776,6 +828,7 @@ fn ciphertext_never_reaches_the_audit_log() {
         mid(1),
         T0,
         T0 + 10,
+        &[user("bob")],
         &[Delivery {
             recipient: bob,
             ciphertext: canary,
@@ -787,6 +840,7 @@ fn ciphertext_never_reaches_the_audit_log() {
         mid(2),
         T0,
         T0 + 10,
+        &[user("bob")],
         &[Delivery {
             recipient: bob,
             ciphertext: canary,
@@ -808,6 +862,504 @@ fn ciphertext_never_reaches_the_audit_log() {
     // expired; the prekey bytes are still stored, as they should be.
     assert!(s.fetch(&bob, 0, 10).unwrap().is_empty());
     let _ = std::fs::metadata(dir.path().join(DATABASE_FILE)).unwrap();
+}
+
+/// One delivery of `ciphertext` to each device.
+fn to_each<'a>(devices: &[DeviceKey], ciphertext: &'a [u8]) -> Vec<Delivery<'a>> {
+    devices
+        .iter()
+        .map(|&recipient| Delivery {
+            recipient,
+            ciphertext,
+        })
+        .collect()
+}
+
+fn keys(devices: &[Device]) -> Vec<DeviceKey> {
+    devices.iter().map(|d| d.key).collect()
+}
+
+fn sorted(mut keys: Vec<DeviceKey>) -> Vec<DeviceKey> {
+    keys.sort_unstable();
+    keys
+}
+
+#[test]
+fn stale_device_lists_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let a1 = enroll(&s, "alice", T0);
+    let a2 = enroll(&s, "alice", T0);
+    let b1 = enroll(&s, "bob", T0);
+    let b2 = enroll(&s, "bob", T0);
+    let c1 = enroll(&s, "carol", T0);
+    let bob = [user("bob")];
+    let send = |id: u8, addressed: &[UserId], to: &[DeviceKey]| {
+        s.enqueue(
+            &a1,
+            mid(id),
+            T0 + 1,
+            T0 + HOUR,
+            addressed,
+            &to_each(to, b"ct"),
+        )
+    };
+    // Devices enrolled at the same time are listed in key order.
+    let stale = |result: Result<EnqueueReceipt, StorageError>| match result {
+        Err(StorageError::StaleDevices { current }) => current
+            .into_iter()
+            .map(|(u, devices)| (u, sorted(keys(&devices))))
+            .collect::<Vec<_>>(),
+        other => panic!("expected StaleDevices, got {other:?}"),
+    };
+
+    // Bob's devices and the sender's other device: exact.
+    let first = send(1, &bob, &[b1, b2, a2]).unwrap();
+    assert_eq!(first.copies.len(), 3);
+    let size = audit_size(&s);
+    let current = vec![
+        (user("bob"), sorted(vec![b1, b2])),
+        (user("alice"), sorted(vec![a1, a2])),
+    ];
+    // Missing the sender's other device, or a recipient's.
+    assert_eq!(stale(send(2, &bob, &[b1, b2])), current);
+    assert_eq!(stale(send(2, &bob, &[b1, a2])), current);
+    // Extra: a user not addressed, the sender itself, an unknown device.
+    assert_eq!(stale(send(2, &bob, &[b1, b2, a2, c1])), current);
+    assert_eq!(stale(send(2, &bob, &[b1, b2, a2, a1])), current);
+    assert_eq!(
+        stale(send(2, &bob, &[b1, b2, a2, DeviceKey([9; 32])])),
+        current
+    );
+    // Duplicate: as many deliveries as devices, one of them twice.
+    assert_eq!(stale(send(2, &bob, &[b1, b1, a2])), current);
+    assert_eq!(stale(send(2, &bob, &[b1, b2, b2, a2])), current);
+    // Unknown addressed user; empty delivery list.
+    assert!(matches!(
+        send(2, &[user("bob"), user("nobody")], &[b1, b2, a2]),
+        Err(StorageError::NotFound { what: "user" })
+    ));
+    assert!(matches!(
+        send(2, &bob, &[]),
+        Err(StorageError::InvalidInput(_))
+    ));
+    assert_eq!(audit_size(&s), size, "refusals audit nothing");
+    assert_eq!(s.queue_len(&b1).unwrap(), 1, "and store nothing");
+    assert_eq!(s.queue_len(&a2).unwrap(), 1);
+
+    // A retry is recognised before the device list is checked.
+    let retry = send(1, &bob, &[c1]).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.copies, first.copies);
+
+    // Several addressed users, the sender's own among them, each listed
+    // once in the order given.
+    let group = [user("carol"), user("alice"), user("bob"), user("carol")];
+    assert_eq!(
+        stale(send(3, &group, &[b1, b2, a2])),
+        vec![
+            (user("carol"), vec![c1]),
+            (user("alice"), sorted(vec![a1, a2])),
+            (user("bob"), sorted(vec![b1, b2])),
+        ]
+    );
+    send(3, &group, &[c1, b2, a2, b1]).unwrap();
+    // Only to the sender's other devices (addressed to nobody else).
+    send(4, &[], &[a2]).unwrap();
+    assert_eq!(
+        stale(send(5, &[], &[a2, a1])),
+        vec![(user("alice"), sorted(vec![a1, a2]))]
+    );
+
+    // A new device makes the old list stale; a revoked one leaves it.
+    let b3 = enroll(&s, "bob", T0 + 2);
+    assert_eq!(
+        stale(send(6, &bob, &[b1, b2, a2]))[0],
+        (user("bob"), sorted(vec![b1, b2, b3]))
+    );
+    s.revoke_device(&b2, None, T0 + 3).unwrap();
+    assert_eq!(
+        stale(send(6, &bob, &[b1, b2, b3, a2]))[0],
+        (user("bob"), sorted(vec![b1, b3]))
+    );
+    send(6, &bob, &[b1, b3, a2]).unwrap();
+    // A sender alone, to a user with no active device left: nothing to
+    // send to, and any delivery is stale.
+    let lone = enroll(&s, "dave", T0);
+    s.revoke_device(&c1, None, T0 + 4).unwrap();
+    assert!(matches!(
+        s.enqueue(&lone, mid(7), T0 + 5, T0 + HOUR, &[user("carol")], &[]),
+        Err(StorageError::InvalidInput(_))
+    ));
+    assert_eq!(
+        stale(s.enqueue(
+            &lone,
+            mid(7),
+            T0 + 5,
+            T0 + HOUR,
+            &[user("carol")],
+            &to_each(&[c1], b"x")
+        )),
+        vec![(user("carol"), vec![]), (user("dave"), vec![lone])]
+    );
+
+    // The recipient learns who sent.
+    let got = s.fetch(&a2, 0, 10).unwrap();
+    assert!(
+        got.iter()
+            .all(|m| m.sender == a1 && m.sender_user == user("alice"))
+    );
+    assert_eq!(got.len(), 4);
+    verified_export(&s, T0 + 10);
+}
+
+#[test]
+fn revoked_since_lists_revocations_from_any_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = open(dir.path());
+    let a = enroll(&server, "alice", T0);
+    let b = enroll(&server, "bob", T0);
+    let c = enroll(&server, "carol", T0);
+    assert!(server.revoked_since(0).unwrap().is_empty());
+    {
+        // The admin command line: another handle (another process in
+        // production) on the same data directory.
+        let admin_cli = open(dir.path());
+        admin_cli
+            .revoke_device(&b, Some(&admin()), T0 + 20)
+            .unwrap();
+        admin_cli
+            .revoke_device(&a, Some(&admin()), T0 + 10)
+            .unwrap();
+    }
+    assert_eq!(
+        server.revoked_since(0).unwrap(),
+        vec![(a, T0 + 10), (b, T0 + 20)]
+    );
+    assert_eq!(
+        server.revoked_since(T0 + 10).unwrap(),
+        vec![(a, T0 + 10), (b, T0 + 20)]
+    );
+    assert_eq!(server.revoked_since(T0 + 11).unwrap(), vec![(b, T0 + 20)]);
+    assert!(server.revoked_since(T0 + 21).unwrap().is_empty());
+    assert!(matches!(
+        server.revoked_since(u64::MAX),
+        Err(StorageError::InvalidInput(_))
+    ));
+    assert!(server.get_device(&c).unwrap().is_active());
+    // The server's tree caught up with the other handle's entries.
+    verified_export(&server, T0 + 30);
+}
+
+/// Many threads enqueueing at once (their calls share commits): every send
+/// is stored exactly once and audited once, and the log verifies.
+#[test]
+fn concurrent_enqueues_are_each_stored_and_audited_once() {
+    const THREADS: usize = 8;
+    const SENDS: u32 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(dir.path()));
+    let bob = enroll(&s, "bob", T0);
+    let senders: Vec<DeviceKey> = (0..THREADS)
+        .map(|i| enroll(&s, &format!("sender{i}"), T0))
+        .collect();
+    let before = audit_size(&s);
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = senders
+        .iter()
+        .map(|&sender| {
+            let (s, start) = (Arc::clone(&s), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                for n in 0..SENDS {
+                    let mut id = [0u8; 16];
+                    id[..4].copy_from_slice(&n.to_be_bytes());
+                    let receipt = s
+                        .enqueue(
+                            &sender,
+                            MessageId(id),
+                            T0 + 1 + u64::from(n),
+                            T0 + HOUR,
+                            &[user("bob")],
+                            &to_each(&[bob], &id),
+                        )
+                        .unwrap();
+                    assert!(!receipt.duplicate);
+                    assert_eq!(receipt.copies.len(), 1);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let total = THREADS * SENDS as usize;
+    assert_eq!(s.queue_len(&bob).unwrap(), total as u64);
+    let queued = s.fetch(&bob, 0, 100_000).unwrap();
+    assert_eq!(queued.len(), total);
+    assert!(
+        queued
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.seq == i as u64 + 1),
+        "sequence numbers dense and in order"
+    );
+    let unique: HashSet<(DeviceKey, MessageId)> =
+        queued.iter().map(|m| (m.sender, m.message_id)).collect();
+    assert_eq!(unique.len(), total, "each send exactly once");
+    assert!(queued.iter().all(|m| m.ciphertext == m.message_id.0));
+    assert_eq!(audit_size(&s), before + total as u64);
+    let bytes = verified_export(&s, T0 + HOUR);
+    let export = Export::decode(&bytes).unwrap();
+    let sends: HashSet<(Option<ward_audit::DeviceId>, Option<MessageId>)> = export
+        .entries
+        .iter()
+        .filter(|e| e.kind == EventKind::Send)
+        .map(|e| (e.actor_device.clone(), e.message_id))
+        .collect();
+    assert_eq!(sends.len(), total, "one Send entry per send");
+}
+
+/// Holds the database's write lock from a raw connection (as another
+/// process would), so that requests pile up behind the writer.
+struct WriteLock(rusqlite::Connection);
+
+impl WriteLock {
+    fn take(dir: &Path) -> Self {
+        let conn = rusqlite::Connection::open(dir.join(DATABASE_FILE)).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        Self(conn)
+    }
+
+    fn release(self) {
+        self.0.execute_batch("ROLLBACK").unwrap();
+    }
+}
+
+/// Good and refused requests in one batch: only the good ones are stored
+/// and audited, and the writer's tree is the one the tables hold.
+#[test]
+fn a_batch_mixing_refused_and_good_requests_keeps_only_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        max_queue_depth: 20,
+        ..StorageConfig::default()
+    };
+    let s = Arc::new(SqliteStorage::open(dir.path(), config.clone()).unwrap());
+    let alice = enroll(&s, "alice", T0);
+    let bob = enroll(&s, "bob", T0);
+    let full = enroll(&s, "full", T0);
+    let gone = enroll(&s, "gone", T0);
+    for n in 0..20 {
+        s.enqueue(
+            &alice,
+            mid(100 + n),
+            T0,
+            T0 + HOUR,
+            &[user("full")],
+            &to_each(&[full], b"x"),
+        )
+        .unwrap();
+    }
+    s.enqueue(
+        &alice,
+        mid(200),
+        T0,
+        T0 + HOUR,
+        &[user("bob")],
+        &to_each(&[bob], b"x"),
+    )
+    .unwrap();
+    s.revoke_device(&gone, None, T0).unwrap();
+    let before = s.audit_state().unwrap();
+
+    // A first request takes the writer and waits for the lock; the next
+    // ones queue behind it and make up one batch once the lock is free.
+    let lock = WriteLock::take(dir.path());
+    let plug = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || {
+            s.append_audit(&[AuditEntry::new(0, 0, EventKind::AuthSuccess)], T0 + 1)
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Expect {
+        Stored,
+        QueueFull,
+        Revoked,
+        Duplicate,
+        Stale,
+    }
+    let requests: Vec<(DeviceKey, u8, DeviceKey, Expect)> = (0..40u8)
+        .map(|i| match i % 5 {
+            0 | 2 => (alice, i, bob, Expect::Stored),
+            1 => (alice, i, full, Expect::QueueFull),
+            3 => (gone, i, bob, Expect::Revoked),
+            _ => (alice, 200, bob, Expect::Duplicate),
+        })
+        .chain([(alice, 250, full, Expect::Stale)])
+        .collect();
+    let handles: Vec<_> = requests
+        .iter()
+        .map(|&(from, id, to, expect)| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let addressed = if to == full { "full" } else { "bob" };
+                let recipients = if expect == Expect::Stale {
+                    vec![to, bob]
+                } else {
+                    vec![to]
+                };
+                let result = s.enqueue(
+                    &from,
+                    mid(id),
+                    T0 + 2,
+                    T0 + HOUR,
+                    &[user(addressed)],
+                    &to_each(&recipients, &[id; 100]),
+                );
+                let got = match result {
+                    Ok(r) if r.duplicate => Expect::Duplicate,
+                    Ok(_) => Expect::Stored,
+                    Err(StorageError::QueueFull { .. }) => Expect::QueueFull,
+                    Err(StorageError::Revoked { .. }) => Expect::Revoked,
+                    Err(StorageError::StaleDevices { .. }) => Expect::Stale,
+                    Err(e) => panic!("{e:?}"),
+                };
+                assert_eq!(got, expect, "message {id}");
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    lock.release();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    plug.join().unwrap();
+
+    let stored: Vec<u8> = requests
+        .iter()
+        .filter(|r| r.3 == Expect::Stored)
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(stored.len(), 16);
+    let after = s.audit_state().unwrap();
+    assert_eq!(
+        after.size,
+        before.size + 1 + 16,
+        "the plug and one Send each"
+    );
+    let log = entries(&s);
+    let mut sent: Vec<u8> = log[before.size as usize..]
+        .iter()
+        .filter(|e| e.kind == EventKind::Send)
+        .map(|e| e.message_id.unwrap().0[0])
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(sent, stored);
+    assert_eq!(s.queue_len(&full).unwrap(), 20);
+    let mut queued: Vec<u8> = s
+        .fetch(&bob, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|m| m.message_id.0[0])
+        .collect();
+    queued.sort_unstable();
+    let mut expected = stored.clone();
+    expected.push(200);
+    expected.sort_unstable();
+    assert_eq!(queued, expected);
+    verified_export(&s, T0 + 10);
+    let state = s.audit_state().unwrap();
+
+    // The tree the writer kept is the tree rebuilt from the tables.
+    drop(s);
+    let reopened = SqliteStorage::open(dir.path(), config).unwrap();
+    assert_eq!(reopened.audit_state().unwrap(), state);
+}
+
+/// A batch that cannot start (another process holds the write lock past the
+/// busy timeout) fails every request in it; nothing is stored, and the
+/// storage works again once the lock is free.
+#[test]
+fn a_failed_batch_fails_each_request_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        busy_timeout: Duration::from_millis(100),
+        ..StorageConfig::default()
+    };
+    let s = Arc::new(SqliteStorage::open(dir.path(), config).unwrap());
+    let alice = enroll(&s, "alice", T0);
+    let bob = enroll(&s, "bob", T0);
+    let before = s.audit_state().unwrap();
+    let lock = WriteLock::take(dir.path());
+    let handles: Vec<_> = (0..4u8)
+        .map(|n| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                s.enqueue(
+                    &alice,
+                    mid(n),
+                    T0 + 1,
+                    T0 + HOUR,
+                    &[user("bob")],
+                    &to_each(&[bob], b"x"),
+                )
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert!(matches!(
+            handle.join().unwrap(),
+            Err(StorageError::Backend(_))
+        ));
+    }
+    lock.release();
+    assert_eq!(s.audit_state().unwrap(), before);
+    assert_eq!(s.queue_len(&bob).unwrap(), 0);
+    // Not recorded as sent: the same ids go through now.
+    for n in 0..4u8 {
+        let receipt = s
+            .enqueue(
+                &alice,
+                mid(n),
+                T0 + 2,
+                T0 + HOUR,
+                &[user("bob")],
+                &to_each(&[bob], b"x"),
+            )
+            .unwrap();
+        assert!(!receipt.duplicate);
+    }
+    verified_export(&s, T0 + 3);
+}
+
+/// Dropping the storage joins its writer thread after the requests already
+/// sent; a storage moved to and dropped on another thread is fine too.
+#[test]
+fn dropping_the_storage_stops_its_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let alice = enroll(&s, "alice", T0);
+    let bob = enroll(&s, "bob", T0);
+    std::thread::spawn(move || {
+        s.enqueue(
+            &alice,
+            mid(1),
+            T0,
+            T0 + HOUR,
+            &[user("bob")],
+            &to_each(&[bob], b"x"),
+        )
+        .unwrap();
+        drop(s);
+    })
+    .join()
+    .unwrap();
+    let s = open(dir.path());
+    assert_eq!(s.queue_len(&bob).unwrap(), 1);
 }
 
 #[cfg(unix)]
@@ -838,6 +1390,7 @@ mod crash {
                 MessageId(id),
                 T0 + 10 + u64::from(n),
                 T0 + HOUR,
+                &[user("bob")],
                 &[Delivery {
                     recipient: bob,
                     ciphertext: &[0xab; 1024],

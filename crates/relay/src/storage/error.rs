@@ -1,13 +1,16 @@
 //! What a storage operation can fail with.
 
-use super::types::DeviceKey;
+use ward_audit::UserId;
+
+use super::types::{Device, DeviceKey};
 
 /// The error of every [`Storage`](super::Storage) operation.
 ///
 /// A refused operation (every variant but [`Backend`](Self::Backend) and
 /// [`Io`](Self::Io)) changed nothing, wrote no audit entry, and can be
 /// reported to the client as it is: no variant carries message content,
-/// keys or tokens.
+/// secret keys or tokens (devices are named by their public keys, and
+/// [`StaleDevices`](Self::StaleDevices) carries public identities).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
@@ -48,6 +51,15 @@ pub enum StorageError {
     TooManyPreKeys {
         /// The configured maximum.
         limit: u32,
+    },
+    /// The recipients of a send are not the devices it must reach (see
+    /// [`Storage::enqueue`](super::Storage::enqueue)); nothing was stored.
+    #[error("the recipient devices are not current ({} users listed)", current.len())]
+    StaleDevices {
+        /// The active devices of every addressed user and of the sender's
+        /// user (including the sender), each user once: the addressed users
+        /// in the order given, then the sender's user if not addressed.
+        current: Vec<(UserId, Vec<Device>)>,
     },
     /// The device is revoked.
     #[error("device {device} is revoked")]

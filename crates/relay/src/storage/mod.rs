@@ -32,13 +32,15 @@
 //! | [`redeem_enrollment_token`](Storage::redeem_enrollment_token) | `Enrollment` |
 //! | [`revoke_device`](Storage::revoke_device) | `Revocation`, then one `Expiry` (detail `device_revoked`) per deleted queued copy |
 //! | [`claim_bundle`](Storage::claim_bundle) | `PreKeyFetch`, detail `one_time=<id>` or `one_time=none` |
-//! | [`enqueue`](Storage::enqueue) | one `Send` per recipient (size = that ciphertext's length); nothing for a duplicate |
+//! | [`enqueue`](Storage::enqueue) | one `Send` per recipient (size = that ciphertext's length); nothing for a duplicate, nothing for a refusal ([`StaleDevices`](StorageError::StaleDevices), ...) |
 //! | [`ack`](Storage::ack) | one `Acknowledgment` per deleted copy |
 //! | [`expire`](Storage::expire) | one `Expiry` per deleted copy |
 //! | [`append_audit`](Storage::append_audit) | the given entries (authentication, delivery, refusals) |
 //!
 //! Prekey uploads are not audited: ward-audit has no event kind for them,
-//! and they carry no user data.
+//! and they carry no user data. Calls that only read (`get_*`, `list_*`,
+//! [`fetch`](Storage::fetch), [`revoked_since`](Storage::revoked_since),
+//! proofs, exports, ...) write nothing.
 
 mod error;
 mod sqlite;
@@ -57,9 +59,10 @@ pub use self::types::{
     Revocation, Role, TOKEN_HASH_LEN, User,
 };
 
-/// The relay's storage. Methods are synchronous: the server calls them from
-/// a blocking thread (or a dedicated writer thread). Implementations are
-/// shared between threads.
+/// The relay's storage. Methods are synchronous and block until done (for a
+/// change: until it is durable): the server calls them from a blocking
+/// thread. Implementations are shared between threads, and batch concurrent
+/// calls into shared commits where they can ([`SqliteStorage`] does).
 ///
 /// `admin` arguments name the administrator who acted, for the audit log
 /// (`None`: the local command line).
@@ -121,6 +124,13 @@ pub trait Storage: Send + Sync {
     /// The user's devices including revoked ones, in enrollment order.
     fn list_all_devices(&self, user: &UserId) -> Result<Vec<Device>>;
 
+    /// Every device revoked at or after `since_ms`, with the time it was
+    /// revoked, oldest first. A running server polls this to close the
+    /// connections of devices revoked by another process (the admin command
+    /// line); revocation times are the revoking caller's clock, so poll with
+    /// some overlap.
+    fn revoked_since(&self, since_ms: u64) -> Result<Vec<(DeviceKey, u64)>>;
+
     /// Revokes a device and deletes its prekeys and its queued messages.
     /// Revoking a revoked device is [`StorageError::Revoked`].
     fn revoke_device(
@@ -160,23 +170,44 @@ pub trait Storage: Send + Sync {
     /// How many one-time prekeys the device has left.
     fn one_time_prekey_count(&self, device: &DeviceKey) -> Result<u64>;
 
+    /// Whether the device has uploaded signed prekeys.
+    fn has_signed_prekeys(&self, device: &DeviceKey) -> Result<bool>;
+
     // ----- messages -----
 
     /// Stores one message for each delivery, durably, before returning.
+    /// `addressed` are the users the send is addressed to (the sender's own
+    /// user may be among them, or not).
     ///
-    /// Idempotent on `(sender, message_id)`: if that message was stored
-    /// before (and has not expired), nothing is stored and the original
-    /// receipt comes back with `duplicate: true`, whatever the deliveries.
-    /// Otherwise every recipient must be enrolled and active and have room
-    /// in its queue ([`StorageError::QueueFull`]); if any has not, nothing
-    /// is stored. Recipients must be distinct; `expires_at` must be after
-    /// `now`.
+    /// In this order, in one transaction:
+    ///
+    /// 1. The sender must be enrolled ([`StorageError::NotFound`]) and
+    ///    active ([`StorageError::Revoked`]).
+    /// 2. Idempotent on `(sender, message_id)`: if that message was stored
+    ///    before (and has not expired), nothing is stored and the original
+    ///    receipt comes back with `duplicate: true`, whatever the rest of
+    ///    the arguments.
+    /// 3. [`StorageError::InvalidInput`]: no deliveries, `expires_at` not
+    ///    after `now`, or a ciphertext above the configured maximum.
+    /// 4. Every addressed user must exist ([`StorageError::NotFound`]).
+    /// 5. The delivery recipients must be exactly the active devices of
+    ///    every addressed user and of the sender's own user, except the
+    ///    sender itself: no device missing, none extra (unknown, revoked, or
+    ///    of a user not addressed), none twice. Otherwise
+    ///    [`StorageError::StaleDevices`] with the active devices of every
+    ///    addressed user and of the sender's user, for the sender to
+    ///    encrypt again.
+    /// 6. Every recipient must have room in its queue
+    ///    ([`StorageError::QueueFull`]).
+    ///
+    /// A refusal stores nothing for any recipient.
     fn enqueue(
         &self,
         sender: &DeviceKey,
         message_id: MessageId,
         now: u64,
         expires_at: u64,
+        addressed: &[UserId],
         deliveries: &[Delivery<'_>],
     ) -> Result<EnqueueReceipt>;
 

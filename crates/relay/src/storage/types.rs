@@ -246,6 +246,8 @@ pub struct QueuedMessage {
     pub seq: u64,
     /// The sending device.
     pub sender: DeviceKey,
+    /// The user the sending device belongs to.
+    pub sender_user: UserId,
     /// The sender's message id.
     pub message_id: MessageId,
     /// When it was enqueued.
@@ -261,6 +263,7 @@ impl fmt::Debug for QueuedMessage {
         let Self {
             seq,
             sender,
+            sender_user,
             message_id,
             enqueued_at,
             expires_at,
@@ -269,6 +272,7 @@ impl fmt::Debug for QueuedMessage {
         f.debug_struct("QueuedMessage")
             .field("seq", seq)
             .field("sender", sender)
+            .field("sender_user", sender_user)
             .field("message_id", message_id)
             .field("enqueued_at", enqueued_at)
             .field("expires_at", expires_at)

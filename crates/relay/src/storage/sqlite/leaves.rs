@@ -1,7 +1,7 @@
 //! The audit Merkle log's leaf hashes in the `audit_leaves` table.
 
 use rusqlite::{Connection, OptionalExtension};
-use ward_audit::{Hash, LeafStore};
+use ward_audit::{Hash, LeafStore, TruncateLeaves};
 
 use crate::storage::error::StorageError;
 
@@ -11,8 +11,9 @@ use crate::storage::error::StorageError;
 /// owns the store, so the storage reaches the connection through
 /// `log.store().conn()`. [`append`](LeafStore::append) writes into whatever
 /// transaction is open on it, so a leaf commits or rolls back together with
-/// the change it audits. `len` is cached; it is re-read when the log is
-/// reloaded after a rollback or another writer's commit.
+/// the change it audits. `len` is cached: [`truncate`](TruncateLeaves::truncate)
+/// re-reads it after a rollback, and it is re-read when the log is reloaded
+/// after another writer's commit.
 pub(crate) struct SqliteLeaves {
     conn: Connection,
     len: u64,
@@ -66,6 +67,23 @@ impl LeafStore for SqliteLeaves {
             .prepare_cached("INSERT INTO audit_leaves (idx, leaf_hash) VALUES (?1, ?2)")?
             .execute(rusqlite::params![self.len, leaf_hash])?;
         self.len += 1;
+        Ok(())
+    }
+}
+
+impl TruncateLeaves for SqliteLeaves {
+    /// The table is append-only (its triggers refuse deletes): leaves go
+    /// away only when the savepoint or transaction that appended them rolls
+    /// back. So this checks that the table holds exactly `len` leaves now,
+    /// and takes that as the cached count.
+    fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
+        let stored = stored_len(&self.conn)?;
+        if stored != len {
+            return Err(StorageError::Backend(format!(
+                "audit log rollback expected {len} leaf hashes, the table holds {stored}"
+            )));
+        }
+        self.len = len;
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::storage::error::{Result, StorageError};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Version 1.
 const V1: &str = r#"
@@ -120,8 +120,14 @@ CREATE TRIGGER audit_heads_no_delete BEFORE DELETE ON audit_heads
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 "#;
 
+/// Version 2: an index of revoked devices, for `revoked_since` (which a
+/// running server polls); partial, so it holds only revoked devices.
+const V2: &str = r#"
+CREATE INDEX devices_by_revocation ON devices (revoked_at) WHERE revoked_at IS NOT NULL;
+"#;
+
 /// Every migration, in order.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
 
 fn current_version(conn: &Connection) -> Result<u32> {
     Ok(conn
