@@ -12,4 +12,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod config;
+pub mod keys;
+pub mod metrics;
+pub mod server;
 pub mod storage;
+pub mod tls;

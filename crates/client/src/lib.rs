@@ -1,0 +1,65 @@
+//! Ward's client SDK.
+//!
+//! [`RelayConnection`] is the relay protocol (spec/08) from the device's
+//! side: a pinned QUIC connection, authentication bound to the TLS
+//! session, one request per stream, and the delivery stream.
+//! [`Messenger`] is a device on top of it: keys, sessions, fan-out to
+//! every device of the addressed users, decryption of what is pushed.
+
+#![forbid(unsafe_code)]
+
+mod connection;
+mod messenger;
+mod tls;
+
+pub use self::connection::{Deliveries, RelayConnection};
+pub use self::messenger::{Incoming, Messenger};
+pub use self::tls::{ALPN, PinMismatch, pinned_client_config};
+pub use ward_proto::relay_v1 as wire;
+
+/// Why a relay operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The endpoint could not be created or the connection not started.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The connection failed or was closed.
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// A stream failed mid-request.
+    #[error("stream failed: {0}")]
+    Stream(String),
+    /// The relay sent something that is not a valid frame.
+    #[error("bad frame from the relay: {0}")]
+    Frame(ward_proto::frame::FrameError),
+    /// The relay refused the request.
+    #[error("relay refused the request: {code:?}: {message}")]
+    Refused {
+        /// The error code.
+        code: wire::ErrorCode,
+        /// The relay's message, for people.
+        message: String,
+        /// With [`wire::ErrorCode::StaleDevices`]: the current devices.
+        current_devices: Vec<wire::UserDevices>,
+        /// With [`wire::ErrorCode::RateLimited`]: when to retry.
+        retry_after_ms: u64,
+    },
+    /// A session operation failed: a message did not decrypt, a bundle
+    /// did not verify, ...
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ward_core::Error),
+    /// The relay answered with a response of the wrong kind.
+    #[error("unexpected response from the relay")]
+    UnexpectedResponse,
+}
+
+impl ClientError {
+    /// The relay's error code, if the relay refused the request.
+    pub fn code(&self) -> Option<wire::ErrorCode> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! `ward-relay`: runs the relay, administers its directory and exports and
+//! verifies its audit log.
+//!
+//! ```text
+//! ward-relay serve [--config FILE] [--data-dir DIR] [--bind ADDR] [--metrics-bind ADDR]
+//! ward-relay admin user add <id> --role <role>
+//! ward-relay admin user list
+//! ward-relay admin token issue <user> [--valid-hours 24]
+//! ward-relay admin device list <user>
+//! ward-relay admin device revoke <device-hex>
+//! ward-relay admin queue show <user>
+//! ward-relay audit export --out FILE
+//! ward-relay audit verify FILE [--relay-key HEX]
+//! ```
+//!
+//! Every command takes `--config` and `--data-dir`. Results go to standard
+//! output, logs (RUST_LOG, default `info`; text or JSON per the
+//! configuration) to standard error. On failure the command prints one line,
+//! `ward-relay: error: ...`, and exits with status 1 (2 for a usage error).
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use ward_relay::admin::{self, AdminError};
+use ward_relay::config::{ConfigError, LogFormat, Overrides, RelayConfig};
+use ward_relay::keys::{self, KeyError};
+use ward_relay::metrics::{self, Metrics};
+use ward_relay::server::{self, ServerError};
+use ward_relay::storage::{SqliteStorage, Storage, StorageError};
+use ward_relay::tls::TlsError;
+
+/// Ward's self-hostable relay.
+#[derive(Debug, Parser)]
+#[command(name = "ward-relay", version, about, max_term_width = 100)]
+struct Cli {
+    /// The configuration file (TOML; see ward-relay.example.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory (replaces the file's `data_dir`).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the relay until interrupted (Ctrl-C or SIGTERM).
+    Serve {
+        /// The UDP address to listen on (replaces the file's `bind`).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+        /// The TCP address serving GET /metrics (replaces the file's
+        /// `metrics_bind`).
+        #[arg(long, value_name = "ADDR")]
+        metrics_bind: Option<SocketAddr>,
+    },
+    /// Manages users, enrollment tokens, devices and queues.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Exports and verifies the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Message queues.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates a user.
+    Add {
+        /// The user id (1 to 64 characters of a-z A-Z 0-9 . _ @ + -).
+        id: String,
+        /// The user's role, for example `nurse`.
+        #[arg(long)]
+        role: String,
+    },
+    /// Lists every user.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issues a single-use enrollment token and prints it (only this once).
+    Issue {
+        /// The user the enrolled device will belong to.
+        user: String,
+        /// Hours until the token expires.
+        #[arg(long, default_value_t = admin::DEFAULT_TOKEN_VALID_HOURS)]
+        valid_hours: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Lists a user's devices, revoked ones included.
+    List {
+        /// The user.
+        user: String,
+    },
+    /// Revokes a device: it can no longer connect; its queue and prekeys are
+    /// deleted.
+    Revoke {
+        /// The device's key, 64 hexadecimal digits.
+        device: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Shows each active device's queue length and one-time prekey count.
+    Show {
+        /// The user.
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Signs a tree head, then writes and verifies the whole log.
+    Export {
+        /// The export file to write (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verifies an export.
+    Verify {
+        /// The export file.
+        file: PathBuf,
+        /// The relay's audit public key, 64 hexadecimal digits (default: the
+        /// public half of the data directory's audit signing key).
+        #[arg(long, value_name = "HEX")]
+        relay_key: Option<String>,
+    },
+}
+
+/// Why a command failed; printed as one line.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the system clock is before 1970")]
+    Clock,
+    #[error("{0}")]
+    Other(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line; no error here carries a key or a token.
+            let line = e.to_string().replace('\n', " ");
+            eprintln!("ward-relay: error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let Cli {
+        config,
+        data_dir,
+        command,
+    } = cli;
+    let mut overrides = Overrides {
+        data_dir,
+        ..Overrides::default()
+    };
+    if let Command::Serve { bind, metrics_bind } = &command {
+        overrides.bind = *bind;
+        overrides.metrics_bind = *metrics_bind;
+    }
+    let mut config = RelayConfig::load(config.as_deref())?;
+    config.apply(&overrides);
+    init_logging(config.log_format);
+
+    match command {
+        Command::Serve { .. } => serve(config),
+        Command::Admin { command } => run_admin(&config, command),
+        Command::Audit { command } => run_audit(&config, command),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (impossible here) would only be refused.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn now_ms() -> Result<u64, CliError> {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| CliError::Clock)?;
+    u64::try_from(since.as_millis()).map_err(|_| CliError::Clock)
+}
+
+fn open_storage(config: &RelayConfig) -> Result<SqliteStorage, CliError> {
+    Ok(SqliteStorage::open(
+        &config.data_dir,
+        config.storage_config(),
+    )?)
+}
+
+fn run_admin(config: &RelayConfig, command: AdminCommand) -> Result<(), CliError> {
+    let storage = open_storage(config)?;
+    let storage: &dyn Storage = &storage;
+    let out = match command {
+        AdminCommand::User {
+            command: UserCommand::Add { id, role },
+        } => admin::add_user(storage, &id, &role, now_ms()?)?.to_string(),
+        AdminCommand::User {
+            command: UserCommand::List,
+        } => admin::list_users(storage)?.to_string(),
+        AdminCommand::Token {
+            command: TokenCommand::Issue { user, valid_hours },
+        } => {
+            let issued = admin::issue_token(storage, &user, valid_hours, now_ms()?)?;
+            tracing::info!(user = issued.user.as_str(), "issued an enrollment token");
+            // The one place the token is shown.
+            println!("{issued}");
+            return Ok(());
+        }
+        AdminCommand::Device {
+            command: DeviceCommand::List { user },
+        } => admin::list_devices(storage, &user)?.to_string(),
+        AdminCommand::Device {
+            command: DeviceCommand::Revoke { device },
+        } => admin::revoke_device(storage, &device, now_ms()?)?.to_string(),
+        AdminCommand::Queue {
+            command: QueueCommand::Show { user },
+        } => admin::show_queues(storage, &user)?.to_string(),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+fn run_audit(config: &RelayConfig, command: AuditCommand) -> Result<(), CliError> {
+    match command {
+        AuditCommand::Export { out } => {
+            let storage = open_storage(config)?;
+            let key = keys::load_or_create_audit_key(&config.data_dir)?;
+            let report = admin::export(&storage, &key, &out, now_ms()?)?;
+            println!("{report}");
+        }
+        AuditCommand::Verify { file, relay_key } => {
+            let expected = match relay_key {
+                Some(hex) => admin::parse_relay_key(&hex)?,
+                None => data_dir_relay_key(&config.data_dir)?,
+            };
+            let report = admin::verify(&file, expected)?;
+            println!("{report}");
+        }
+    }
+    Ok(())
+}
+
+fn data_dir_relay_key(data_dir: &Path) -> Result<[u8; 32], CliError> {
+    match keys::load_audit_verifying_key(data_dir) {
+        Ok(key) => Ok(key.to_bytes()),
+        Err(KeyError::Missing { path }) => Err(CliError::Other(format!(
+            "no audit signing key at {}; pass the relay's key with --relay-key",
+            path.display()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn serve(config: RelayConfig) -> Result<(), CliError> {
+    let metrics = Arc::new(Metrics::new());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(async move {
+        let metrics_task = match config.metrics_bind {
+            Some(addr) => {
+                let (bound, task) = metrics::serve(addr, Arc::clone(&metrics))
+                    .await
+                    .map_err(|source| CliError::Metrics { addr, source })?;
+                tracing::info!(addr = %bound, "serving metrics at /metrics");
+                Some(task)
+            }
+            None => None,
+        };
+        let launched = server::launch(&config, metrics)?;
+        let addr = launched
+            .relay
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let fingerprint = hex::encode(launched.fingerprint);
+        println!("ward-relay listening on {addr}, certificate sha256 fingerprint {fingerprint}");
+        shutdown_signal().await?;
+        tracing::info!("shutting down");
+        launched.relay.shutdown().await?;
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
+        Ok(())
+    })
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn shutdown_signal() -> Result<(), CliError> {
+    let signal_error = |e: std::io::Error| CliError::Other(format!("listening for signals: {e}"));
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.map_err(signal_error),
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(signal_error)
+    }
+}

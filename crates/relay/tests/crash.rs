@@ -1,0 +1,223 @@
+//! A relay killed with SIGKILL while a client sends: after a restart every
+//! acknowledged message is delivered, exactly once after de-duplication by
+//! id, and the audit log verifies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ward_client::RelayConnection;
+use ward_client::wire::{self, request::Body as Req, response::Body as Resp};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ward-relay");
+
+fn admin(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["admin", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ward-relay admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn token(dir: &Path, user: &str) -> String {
+    let out = admin(dir, &["token", "issue", user]);
+    out.split_whitespace()
+        .find(|w| w.starts_with("ward-enroll-"))
+        .unwrap_or_else(|| panic!("no token in {out:?}"))
+        .to_owned()
+}
+
+/// Starts `ward-relay serve` and reads its address and fingerprint.
+fn serve(dir: &Path) -> (Child, SocketAddr, [u8; 32]) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    // "ward-relay listening on <addr>, certificate sha256 fingerprint <hex>"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let addr = words
+        .iter()
+        .find_map(|w| w.trim_end_matches(',').parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let hex = words.last().unwrap();
+    let mut fingerprint = [0u8; 32];
+    for (i, byte) in fingerprint.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    (child, addr, fingerprint)
+}
+
+async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> RelayConnection {
+    for _ in 0..50 {
+        if let Ok(c) = RelayConnection::connect(addr, "localhost", fingerprint).await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("relay did not come up")
+}
+
+fn message_id(n: u32) -> Vec<u8> {
+    let mut id = vec![0xab; 16];
+    id[12..].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+async fn send(c: &RelayConnection, to: &[u8; 32], n: u32) -> bool {
+    let result = c
+        .request(Req::Send(wire::Send {
+            message_id: message_id(n),
+            user_ids: vec!["b".to_owned()],
+            envelopes: vec![wire::Envelope {
+                device_key: to.to_vec(),
+                ciphertext: n.to_be_bytes().repeat(64),
+            }],
+            ttl_ms: 0,
+        }))
+        .await;
+    matches!(result, Ok(Resp::Sent(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_sigkill_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    admin(data, &["user", "add", "a", "--role", "nurse"]);
+    admin(data, &["user", "add", "b", "--role", "nurse"]);
+    let (token_a, token_b) = (token(data, "a"), token(data, "b"));
+
+    let mut rng = ward_core::os_rng();
+    let a = ward_core::IdentityKeyPair::generate(&mut rng);
+    let b = ward_core::IdentityKeyPair::generate(&mut rng);
+    let b_key = *b.public().signing_key();
+
+    let (mut relay, addr, fingerprint) = serve(data);
+    let ca = connect(addr, fingerprint).await;
+    ca.enroll(&token_a, &a).await.unwrap();
+    let cb = connect(addr, fingerprint).await;
+    cb.enroll(&token_b, &b).await.unwrap();
+    cb.close().await;
+
+    // a sends one message after another; the relay is killed under it.
+    const TOTAL: u32 = 400;
+    let sender = tokio::spawn(async move {
+        let mut acknowledged = BTreeSet::new();
+        let mut next = 0;
+        while next < TOTAL {
+            let batch: Vec<u32> = (next..(next + 8).min(TOTAL)).collect();
+            next += batch.len() as u32;
+            let sends = batch.iter().map(|&n| {
+                let ca = &ca;
+                async move { (n, send(ca, &b_key, n).await) }
+            });
+            let mut any = false;
+            for f in sends.collect::<Vec<_>>() {
+                let (n, ok) = f.await;
+                if ok {
+                    acknowledged.insert(n);
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        (acknowledged, next)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    let (acknowledged, attempted) = sender.await.unwrap();
+    assert!(
+        !acknowledged.is_empty(),
+        "some sends landed before the kill"
+    );
+
+    // Restart; a retries everything it was not told was stored (same ids).
+    let (mut relay, addr, fingerprint) = serve(data);
+    let ca = connect(addr, fingerprint).await;
+    ca.authenticate(&a).await.unwrap();
+    for n in 0..attempted.max(1) {
+        if !acknowledged.contains(&n) {
+            assert!(send(&ca, &b_key, n).await, "retry of {n}");
+        }
+    }
+
+    let cb = connect(addr, fingerprint).await;
+    cb.authenticate(&b).await.unwrap();
+    let mut deliveries = cb.deliveries().await.unwrap();
+    let mut seen = HashSet::new();
+    let mut received = 0;
+    while seen.len() < attempted as usize {
+        let push = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+            .await
+            .expect("every message delivered")
+            .unwrap()
+            .unwrap();
+        let Some(wire::push::Body::Delivery(d)) = push.body else {
+            continue;
+        };
+        received += 1;
+        let n = u32::from_be_bytes(d.ciphertext[..4].try_into().unwrap());
+        assert_eq!(d.message_id, message_id(n));
+        assert!(seen.insert(n), "message {n} stored twice");
+        let acked = cb
+            .request(Req::Ack(wire::Ack {
+                message_ids: vec![d.message_id],
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(acked, Resp::Acked(a) if a.deleted == 1));
+    }
+    assert_eq!(received, attempted as usize);
+    for n in &acknowledged {
+        assert!(seen.contains(n), "acknowledged message {n} lost");
+    }
+    ca.close().await;
+    cb.close().await;
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+
+    // The audit log, written through the crash, verifies.
+    let export = data.join("audit.export");
+    let out = Command::new(BIN)
+        .args(["audit", "export", "--data-dir"])
+        .arg(data)
+        .arg("--out")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(data)
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
