@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Fuzz ward-core for a bounded time: scripts/fuzz.sh [SECONDS_PER_TARGET]
+# Fuzz ward-core, the relay frames and the audit log for a bounded time:
+# scripts/fuzz.sh [SECONDS_PER_TARGET]
 #
-# Builds every cargo-fuzz target in fuzz/ once, replays the saved crash
+# Builds every cargo-fuzz target in fuzz/ once (`cargo fuzz list`: every
+# [[bin]] of fuzz/Cargo.toml), replays the saved crash
 # inputs under fuzz/regressions/<target>/, then fuzzes each target in turn
 # (one at a time: the targets are CPU bound and the machines have few cores)
 # from a seed corpus generated here. Prints executions and coverage per
@@ -36,7 +38,10 @@ build_flags=(--debug-assertions)
 
 # Inputs longer than the largest valid encoding (about 1.5 KB for a bundle or
 # pre-key message, a few KB for a session with skipped keys) only slow the
-# fuzzer down; the model's 64 operations fit in well under 1 KB.
+# fuzzer down; the model's 64 operations fit in well under 1 KB. Relay frames
+# of a few KB reach every message type (with a few envelopes or bundles); an
+# audit entry is at most 402 bytes and an export of a dozen entries and
+# heads fits in 8 KB.
 declare -A max_len=(
     [prekey_bundle]=4096
     [prekey_message]=4096
@@ -44,6 +49,8 @@ declare -A max_len=(
     [session_state]=8192
     [message_kind_and_decrypt]=4096
     [ratchet_model]=1024
+    [relay_frame]=8192
+    [audit_entry]=8192
 )
 # libFuzzer grows its length limit slowly from small inputs; at the few dozen
 # executions per second of the model that would keep it at two or three

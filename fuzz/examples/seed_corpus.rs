@@ -4,13 +4,24 @@
 //! the targets use, so for instance the messages seeded for
 //! `message_kind_and_decrypt` really decrypt in its sessions.
 //!
+//! `relay_frame` gets one frame of every request, response and push, filled
+//! with real keys where the relay would check them; `audit_entry` gets the
+//! entries of spec/vectors/audit.json, a longest entry, a signed head and
+//! whole exports signed with the vectors' relay key.
+//!
 //! Usage: `cargo run --release --example seed_corpus -- CORPUS_DIR`
 
 use std::fs;
 use std::path::Path;
 
 use rand_core::Rng;
-use ward_fuzz::{fixed_device, handshake, snapshots};
+use ward_audit::{
+    AuditEntry, Detail, DeviceId, ErrorCode, EventKind, Export, MerkleLog, MessageId, Outcome,
+    SigningKey, UserId,
+};
+use ward_fuzz::{Device, fixed_device, handshake, snapshots};
+use ward_proto::frame;
+use ward_proto::relay_v1::{self as wire, push, request, response};
 
 fn write(root: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let dir = root.join(target);
@@ -95,6 +106,307 @@ fn main() -> std::io::Result<()> {
         write(root, "ratchet_model", &format!("random-{i}"), &scenario)?;
     }
 
+    relay_frames(root, &device)?;
+    audit(root)?;
+
     println!("seed corpus written under {}", root.display());
     Ok(())
+}
+
+/// One frame of every `Request`, `Response` and `Push` body (spec/08).
+fn relay_frames(root: &Path, device: &Device) -> std::io::Result<()> {
+    let identity = device.identity.public().to_bytes().to_vec();
+    let device_key = identity[..32].to_vec();
+    let signed = device.signed.public().encode();
+    let one_time = |i: usize| wire::OneTimePreKey {
+        id: device.one_time[i].id(),
+        key: device.one_time[i].public().encode(),
+    };
+    let user = || "alice@clinic.example".to_owned();
+    let message_id = (0u8..16).collect::<Vec<_>>();
+    let devices = wire::UserDevices {
+        user_id: user(),
+        devices: vec![wire::DeviceInfo {
+            identity: identity.clone(),
+        }],
+    };
+    let delivery = wire::Delivery {
+        seq: 7,
+        sender_device: device_key.clone(),
+        sender_user: "bob@clinic.example".to_owned(),
+        message_id: message_id.clone(),
+        enqueued_at_ms: 1_790_027_200_000,
+        expires_at_ms: 1_791_236_800_000,
+        ciphertext: vec![0x01; 60],
+    };
+
+    let requests = [
+        ("challenge", request::Body::Challenge(wire::ChallengeRequest {})),
+        (
+            "authenticate",
+            request::Body::Authenticate(wire::Authenticate {
+                device_key: device_key.clone(),
+                signature: vec![0x5a; 64],
+            }),
+        ),
+        (
+            "enroll",
+            request::Body::Enroll(wire::Enroll {
+                token: format!("ward-enroll-{}", "0123456789abcdef".repeat(4)),
+                identity: identity.clone(),
+                signature: vec![0x5a; 64],
+            }),
+        ),
+        (
+            "upload-prekeys",
+            request::Body::UploadPrekeys(wire::UploadPreKeys {
+                signed_prekeys: signed.clone(),
+                one_time_prekeys: vec![one_time(0), one_time(1)],
+            }),
+        ),
+        (
+            "get-devices",
+            request::Body::GetDevices(wire::GetDevices {
+                user_ids: vec![user(), "bob@clinic.example".to_owned()],
+            }),
+        ),
+        (
+            "claim-bundles",
+            request::Body::ClaimBundles(wire::ClaimBundles {
+                user_id: user(),
+                device_keys: vec![device_key.clone()],
+            }),
+        ),
+        (
+            "send",
+            request::Body::Send(wire::Send {
+                message_id: message_id.clone(),
+                user_ids: vec![user()],
+                envelopes: vec![
+                    wire::Envelope {
+                        device_key: device_key.clone(),
+                        ciphertext: vec![0x01; 60],
+                    },
+                    wire::Envelope {
+                        device_key: vec![0x22; 32],
+                        ciphertext: vec![0x02; 40],
+                    },
+                ],
+                ttl_ms: 86_400_000,
+            }),
+        ),
+        (
+            "fetch",
+            request::Body::Fetch(wire::Fetch {
+                after_seq: 3,
+                limit: 100,
+            }),
+        ),
+        (
+            "ack",
+            request::Body::Ack(wire::Ack {
+                message_ids: vec![message_id.clone(), vec![0xee; 16]],
+            }),
+        ),
+        ("prekey-status", request::Body::PrekeyStatus(wire::PreKeyStatus {})),
+    ];
+    for (name, body) in requests {
+        let frame = frame::encode(&wire::Request { body: Some(body) });
+        write(root, "relay_frame", &format!("request-{name}"), &frame)?;
+    }
+
+    let responses = [
+        (
+            "error-stale",
+            response::Body::Error(wire::Error {
+                code: wire::ErrorCode::StaleDevices.into(),
+                message: "the device list is not current".to_owned(),
+                current_devices: vec![devices.clone()],
+                retry_after_ms: 0,
+            }),
+        ),
+        (
+            "error-rate-limited",
+            response::Body::Error(wire::Error {
+                code: wire::ErrorCode::RateLimited.into(),
+                message: "too many requests".to_owned(),
+                current_devices: Vec::new(),
+                retry_after_ms: 250,
+            }),
+        ),
+        (
+            "challenge",
+            response::Body::Challenge(wire::Challenge {
+                nonce: vec![0x3c; 32],
+            }),
+        ),
+        (
+            "authenticated",
+            response::Body::Authenticated(wire::Authenticated {
+                user_id: user(),
+                device_key: device_key.clone(),
+                one_time_prekeys: 12,
+                prekeys_low: true,
+                signed_prekeys_missing: false,
+            }),
+        ),
+        (
+            "prekeys-stored",
+            response::Body::PrekeysStored(wire::PreKeysStored {
+                one_time_prekeys: 100,
+                added: 2,
+            }),
+        ),
+        (
+            "devices",
+            response::Body::Devices(wire::DeviceList {
+                users: vec![devices.clone()],
+            }),
+        ),
+        (
+            "bundles",
+            response::Body::Bundles(wire::Bundles {
+                bundles: vec![
+                    wire::Bundle {
+                        identity: identity.clone(),
+                        signed_prekeys: signed.clone(),
+                        one_time_prekey: Some(one_time(0)),
+                    },
+                    wire::Bundle {
+                        identity: identity.clone(),
+                        signed_prekeys: signed.clone(),
+                        one_time_prekey: None,
+                    },
+                ],
+            }),
+        ),
+        (
+            "sent",
+            response::Body::Sent(wire::SendReceipt {
+                duplicate: true,
+                enqueued_at_ms: 1_790_027_200_000,
+                expires_at_ms: 1_791_236_800_000,
+            }),
+        ),
+        (
+            "messages",
+            response::Body::Messages(wire::Messages {
+                messages: vec![delivery.clone(), delivery.clone()],
+            }),
+        ),
+        (
+            "acked",
+            response::Body::Acked(wire::Acked {
+                deleted: 1,
+                unknown_ids: vec![vec![0xee; 16]],
+            }),
+        ),
+        (
+            "prekey-count",
+            response::Body::PrekeyCount(wire::PreKeyCount {
+                one_time_prekeys: 19,
+                prekeys_low: true,
+            }),
+        ),
+    ];
+    for (name, body) in responses {
+        let frame = frame::encode(&wire::Response { body: Some(body) });
+        write(root, "relay_frame", &format!("response-{name}"), &frame)?;
+    }
+
+    // The delivery stream: one push per frame, and a few frames in a row as
+    // a client reads them.
+    let pushes = [
+        push::Body::Delivery(delivery),
+        push::Body::PrekeysLow(wire::PreKeysLow {
+            one_time_prekeys: 19,
+        }),
+    ];
+    let mut stream = Vec::new();
+    for (name, body) in [("delivery", &pushes[0]), ("prekeys-low", &pushes[1])] {
+        let frame = frame::encode(&wire::Push {
+            body: Some(body.clone()),
+        });
+        write(root, "relay_frame", &format!("push-{name}"), &frame)?;
+        stream.extend_from_slice(&frame);
+    }
+    stream.extend_from_slice(&stream.clone());
+    write(root, "relay_frame", "delivery-stream", &stream)
+}
+
+/// Audit entries, a signed head and exports (spec/09).
+fn audit(root: &Path) -> std::io::Result<()> {
+    let entries = ward_audit::vectors::vector_entries();
+    for (i, entry) in entries.iter().enumerate() {
+        write(root, "audit_entry", &format!("vector-entry-{i}"), &entry.encode())?;
+    }
+    let text = |s: &str| s.repeat(64)[..64].to_owned();
+    let longest = AuditEntry {
+        actor_user: UserId::new(&text("u")).ok(),
+        actor_device: DeviceId::new(&text("d")).ok(),
+        target_user: UserId::new(&text("t")).ok(),
+        target_device: DeviceId::new(&text("0123456789abcdef")).ok(),
+        message_id: Some(MessageId([0xab; 16])),
+        size: Some(u64::MAX),
+        outcome: Outcome::Error(
+            ErrorCode::new(&text("e")[..32]).expect("32 letters are an error code"),
+        ),
+        detail: Detail::new("one_time=none fetched, a/b").ok(),
+        ..AuditEntry::new(u64::MAX, u64::MAX, EventKind::AdminAction)
+    };
+    write(root, "audit_entry", "longest-entry", &longest.encode())?;
+    write(
+        root,
+        "audit_entry",
+        "minimal-entry",
+        &AuditEntry::new(0, 0, EventKind::Expiry).encode(),
+    )?;
+
+    // Exports signed with the vectors' relay key: the empty log, and the
+    // vector log with heads at 3 and 8 entries.
+    let key = SigningKey::from_bytes(&ward_audit::vectors::VECTOR_KEY_SEED);
+    let relay_key = key.verifying_key().to_bytes();
+    let mut log = MerkleLog::in_memory();
+    let empty_head = log
+        .issue_head(1_790_000_000_000, &key)
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let empty = Export {
+        relay_key,
+        entries: Vec::new(),
+        heads: vec![empty_head],
+    };
+    write(root, "audit_entry", "export-empty", &empty.encode())?;
+    write(root, "audit_entry", "signed-head", &empty_head.encode())?;
+
+    let mut log = MerkleLog::in_memory();
+    let mut heads = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        log.append(entry)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        if i == 2 || i + 1 == entries.len() {
+            let head = log
+                .issue_head(entry.timestamp_ms, &key)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            heads.push(head);
+        }
+    }
+    let export = Export {
+        relay_key,
+        entries,
+        heads,
+    };
+    let encoded = export.encode();
+    assert!(
+        ward_audit::verify_export(&encoded, Some(relay_key)).is_ok(),
+        "the seed export verifies"
+    );
+    write(root, "audit_entry", "export-vectors", &encoded)?;
+    // The same bytes without the magic and version: audit_entry also reads
+    // each input behind them.
+    write(
+        root,
+        "audit_entry",
+        "export-vectors-body",
+        &encoded[ward_audit::export::EXPORT_MAGIC.len() + 1..],
+    )
 }
