@@ -198,9 +198,10 @@ impl RelayConfig {
     /// Checks the values that have bounds.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        if self.tree_head_interval_secs == 0 {
+        // spec/08, RLY-35: a head at least every 60 s while the log grows.
+        if !(1..=60).contains(&self.tree_head_interval_secs) {
             return Err(ConfigError::Invalid(
-                "tree_head_interval_secs must be at least 1",
+                "tree_head_interval_secs must be from 1 to 60",
             ));
         }
         if self.data_dir.as_os_str().is_empty() {
@@ -375,6 +376,7 @@ mod tests {
         }
         for text in [
             "tree_head_interval_secs = 0",
+            "tree_head_interval_secs = 61",
             "[limits]\nmax_frame_len = 16777217",
             "[limits]\nmax_concurrent_requests = 0",
             "[limits]\nmax_ciphertext_len = 5000000",

@@ -576,6 +576,68 @@ fn a_retried_message_id_is_stored_once() {
     assert!(!late.duplicate);
 }
 
+/// One acknowledgment of many ids: every copy of each known id deleted and
+/// audited in one transaction, unknown ids (and other devices' copies)
+/// reported, the queue length kept right.
+#[test]
+fn one_acknowledgment_of_many_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let alice = enroll(&s, "alice", T0);
+    let carol = enroll(&s, "carol", T0);
+    let bob = enroll(&s, "bob", T0);
+    let d = [Delivery {
+        recipient: bob,
+        ciphertext: b"hello",
+    }];
+    let bob_user = [user("bob")];
+    for n in 1..=3 {
+        s.enqueue(&alice, mid(n), T0, T0 + HOUR, &bob_user, &d)
+            .unwrap();
+    }
+    // carol happens to use alice's id 2: bob holds two copies of it.
+    s.enqueue(&carol, mid(2), T0, T0 + HOUR, &bob_user, &d)
+        .unwrap();
+    assert_eq!(s.queue_len(&bob).unwrap(), 4);
+    let size = audit_size(&s);
+
+    let done = s
+        .acknowledge(&bob, &[mid(2), mid(9), mid(1)], T0 + 1)
+        .unwrap();
+    let acked: Vec<(MessageId, DeviceKey)> = done
+        .acked
+        .iter()
+        .map(|a| (a.message_id, a.sender))
+        .collect();
+    assert_eq!(
+        acked,
+        [(mid(2), alice), (mid(2), carol), (mid(1), alice)],
+        "in the order of the ids, and of seq within one"
+    );
+    assert_eq!(done.unknown, [mid(9)]);
+    assert_eq!(s.queue_len(&bob).unwrap(), 1);
+    let left: Vec<MessageId> = s
+        .fetch(&bob, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(left, [mid(3)]);
+    let new: Vec<AuditEntry> = entries(&s).split_off(usize::try_from(size).unwrap());
+    assert_eq!(new.len(), 3);
+    assert!(new.iter().all(|e| e.kind == EventKind::Acknowledgment));
+
+    // Only the device's own queue: alice acknowledging bob's id 3 is unknown.
+    let done = s.acknowledge(&alice, &[mid(3)], T0 + 2).unwrap();
+    assert!(done.acked.is_empty());
+    assert_eq!(done.unknown, [mid(3)]);
+    assert_eq!(s.queue_len(&bob).unwrap(), 1);
+    assert!(matches!(
+        s.ack(&bob, mid(9), T0 + 3),
+        Err(StorageError::NotFound { .. })
+    ));
+}
+
 #[test]
 fn queue_depth_limit_refuses_the_whole_send() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,19 +5,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prost::Message;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use ward_audit::{AuditEntry, EventKind};
 use ward_proto::frame::{self, FrameError, HEADER_LEN};
 use ward_proto::relay_v1::{self as wire, ErrorCode};
 
 use super::refusal::{Refusal, code_name};
-use super::{EXPORTER_LABEL, EXPORTER_LEN, NONCE_LEN, Online, Shared, close_code, handlers};
-use crate::storage::DeviceKey;
+use super::{
+    DeliverySignal, EXPORTER_LABEL, EXPORTER_LEN, NONCE_LEN, Online, Shared, close_code, handlers,
+};
+use crate::storage::{DeviceKey, StorageError};
 
 /// How many queued messages the delivery task reads at a time.
 const DELIVERY_BATCH: u32 = 256;
-/// Advisory notices waiting for the delivery stream.
-const NOTICE_QUEUE: usize = 8;
 
 /// An authenticated device on this connection.
 #[derive(Debug)]
@@ -158,23 +158,20 @@ fn start_delivery(
     connection: &Arc<Connection>,
     session: Arc<Session>,
 ) -> (Arc<Session>, tokio::task::JoinHandle<()>) {
-    let wake = Arc::new(Notify::new());
-    let (notices, notice_rx) = mpsc::channel(NOTICE_QUEUE);
+    let signal = Arc::new(DeliverySignal::default());
     shared.go_online(
         session.device,
         Online {
             connection_id: connection.id,
             quic: connection.quic.clone(),
-            wake: Arc::clone(&wake),
-            notices,
+            signal: Arc::clone(&signal),
         },
     );
     let task = tokio::spawn(deliver(
         Arc::clone(shared),
         connection.quic.clone(),
         Arc::clone(&session),
-        wake,
-        notice_rx,
+        signal,
     ));
     (session, task)
 }
@@ -185,8 +182,7 @@ async fn deliver(
     shared: Arc<Shared>,
     quic: quinn::Connection,
     session: Arc<Session>,
-    wake: Arc<Notify>,
-    mut notices: mpsc::Receiver<wire::Push>,
+    signal: Arc<DeliverySignal>,
 ) {
     let Ok(mut stream) = quic.open_uni().await else {
         return;
@@ -199,6 +195,13 @@ async fn deliver(
             .await;
         let batch = match batch {
             Ok(batch) => batch,
+            Err(StorageError::Revoked { .. }) => {
+                // Revoked between the revocation poll's passes: close as
+                // the poll would have.
+                shared.disconnect_revoked(&device);
+                quic.close(close_code::REVOKED.into(), b"device revoked");
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, device = %device, "reading a queue failed");
                 quic.close(close_code::SHUTDOWN.into(), b"relay storage failed");
@@ -241,14 +244,23 @@ async fn deliver(
             }
         }
         tokio::select! {
-            () = wake.notified() => {}
-            notice = notices.recv() => {
-                let Some(notice) = notice else { return };
-                if stream.write_all(&frame::encode(&notice)).await.is_err() {
-                    return;
-                }
-            }
+            () = signal.wake.notified() => {}
             _ = quic.closed() => return,
+        }
+        let low = signal
+            .prekeys_low
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(one_time_prekeys) = low {
+            let notice = wire::Push {
+                body: Some(wire::push::Body::PrekeysLow(wire::PreKeysLow {
+                    one_time_prekeys,
+                })),
+            };
+            if stream.write_all(&frame::encode(&notice)).await.is_err() {
+                return;
+            }
         }
     }
 }

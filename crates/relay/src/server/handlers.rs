@@ -99,22 +99,40 @@ fn challenge(connection: &Connection) -> Handled {
     }
 }
 
-/// Takes the connection's nonce (consumed by any attempt).
-fn take_nonce(connection: &Connection) -> Result<[u8; NONCE_LEN], Refusal> {
-    let mut auth = connection.auth.lock().map_err(|_| Refusal::internal())?;
-    match &mut *auth {
-        AuthState::Authenticated(_) => Err(Refusal::new(
-            ErrorCode::AlreadyAuthenticated,
-            "this connection is authenticated",
-        )),
-        AuthState::Anonymous { nonce, .. } => nonce
-            .take()
-            .ok_or_else(|| Refusal::new(ErrorCode::AuthFailed, "ask for a challenge first")),
+/// Takes the connection's nonce (consumed by any attempt). An attempt
+/// without one is a failed attempt like any other: counted and audited.
+async fn take_nonce(
+    shared: &Arc<Shared>,
+    connection: &Connection,
+) -> Result<[u8; NONCE_LEN], Refusal> {
+    let taken = {
+        let mut auth = connection.auth.lock().map_err(|_| Refusal::internal())?;
+        match &mut *auth {
+            AuthState::Authenticated(_) => {
+                return Err(Refusal::new(
+                    ErrorCode::AlreadyAuthenticated,
+                    "this connection is authenticated",
+                ));
+            }
+            AuthState::Anonymous { nonce, .. } => nonce.take(),
+        }
+    };
+    match taken {
+        Some(nonce) => Ok(nonce),
+        None => Err(auth_failed(
+            shared,
+            connection,
+            None,
+            None,
+            Refusal::new(ErrorCode::AuthFailed, "ask for a challenge first"),
+            "no_challenge",
+        )
+        .await),
     }
 }
 
 /// Records a failed attempt: audits it, and closes the connection after
-/// too many.
+/// too many. Returns the refusal to answer.
 async fn auth_failed(
     shared: &Arc<Shared>,
     connection: &Connection,
@@ -122,7 +140,7 @@ async fn auth_failed(
     user: Option<UserId>,
     refusal: Refusal,
     why: &str,
-) -> Handled {
+) -> Refusal {
     shared.metrics.auth_failure_total.inc();
     let failures = match connection.auth.lock() {
         Ok(mut auth) => match &mut *auth {
@@ -155,7 +173,7 @@ async fn auth_failed(
             b"too many failed authentications",
         );
     }
-    Err(refusal)
+    refusal
 }
 
 fn succeed(
@@ -193,9 +211,9 @@ async fn authenticate(
     connection: &Arc<Connection>,
     r: wire::Authenticate,
 ) -> Handled {
-    let nonce = take_nonce(connection)?;
+    let nonce = take_nonce(shared, connection).await?;
     let Ok(key) = <[u8; DEVICE_KEY_LEN]>::try_from(&r.device_key[..]) else {
-        return auth_failed(
+        return Err(auth_failed(
             shared,
             connection,
             None,
@@ -203,14 +221,14 @@ async fn authenticate(
             Refusal::new(ErrorCode::AuthFailed, "device key must be 32 bytes"),
             "bad_key",
         )
-        .await;
+        .await);
     };
     let device = DeviceKey(key);
     let known = shared.storage(move |s| s.get_device(&device)).await;
     let stored = match known {
         Ok(stored) => stored,
         Err(StorageError::NotFound { .. }) => {
-            return auth_failed(
+            return Err(auth_failed(
                 shared,
                 connection,
                 Some(device),
@@ -218,14 +236,14 @@ async fn authenticate(
                 Refusal::new(ErrorCode::AuthFailed, "unknown device"),
                 "unknown_device",
             )
-            .await;
+            .await);
         }
         Err(e) => return Err(e.into()),
     };
     let transcript =
         ward_proto::auth::authentication_transcript(&connection.exporter, &nonce, &key);
     if !auth::verify(&key, &transcript, &r.signature) {
-        return auth_failed(
+        return Err(auth_failed(
             shared,
             connection,
             Some(device),
@@ -233,10 +251,10 @@ async fn authenticate(
             Refusal::new(ErrorCode::AuthFailed, "bad signature"),
             "bad_signature",
         )
-        .await;
+        .await);
     }
     if !stored.is_active() {
-        return auth_failed(
+        return Err(auth_failed(
             shared,
             connection,
             Some(device),
@@ -244,7 +262,7 @@ async fn authenticate(
             Refusal::new(ErrorCode::Revoked, "device revoked"),
             "revoked",
         )
-        .await;
+        .await);
     }
     let identity = ward_core::DeviceIdentity::from_bytes(&stored.identity).map_err(|_| {
         tracing::error!(device = %device, "stored identity does not verify");
@@ -282,11 +300,11 @@ async fn authenticate(
 }
 
 async fn enroll(shared: &Arc<Shared>, connection: &Arc<Connection>, r: wire::Enroll) -> Handled {
-    let nonce = take_nonce(connection)?;
+    let nonce = take_nonce(shared, connection).await?;
     let identity = match ward_core::DeviceIdentity::from_bytes(&r.identity) {
         Ok(identity) => identity,
         Err(_) => {
-            return auth_failed(
+            return Err(auth_failed(
                 shared,
                 connection,
                 None,
@@ -297,7 +315,7 @@ async fn enroll(shared: &Arc<Shared>, connection: &Arc<Connection>, r: wire::Enr
                 ),
                 "bad_identity",
             )
-            .await;
+            .await);
         }
     };
     let key = *identity.signing_key();
@@ -309,7 +327,7 @@ async fn enroll(shared: &Arc<Shared>, connection: &Arc<Connection>, r: wire::Enr
         &r.identity,
     );
     if !auth::verify(&key, &transcript, &r.signature) {
-        return auth_failed(
+        return Err(auth_failed(
             shared,
             connection,
             Some(device),
@@ -317,7 +335,7 @@ async fn enroll(shared: &Arc<Shared>, connection: &Arc<Connection>, r: wire::Enr
             Refusal::new(ErrorCode::AuthFailed, "bad signature"),
             "bad_signature",
         )
-        .await;
+        .await);
     }
     let token_hash = crate::keys::token_hash(&r.token);
     let enrolled_identity = identity.clone();
@@ -338,7 +356,7 @@ async fn enroll(shared: &Arc<Shared>, connection: &Arc<Connection>, r: wire::Enr
                 StorageError::TokenUsed => "token_used",
                 _ => "device_known",
             };
-            return auth_failed(
+            return Err(auth_failed(
                 shared,
                 connection,
                 Some(device),
@@ -346,7 +364,7 @@ async fn enroll(shared: &Arc<Shared>, connection: &Arc<Connection>, r: wire::Enr
                 Refusal::new(ErrorCode::EnrollmentRefused, e.to_string()),
                 why,
             )
-            .await;
+            .await);
         }
         Err(e) => return Err(e.into()),
     };
@@ -412,10 +430,8 @@ async fn upload_prekeys(
     let signed = r.signed_prekeys;
     let (added, count) = shared
         .storage(move |s| {
-            if !signed.is_empty() {
-                s.put_signed_prekeys(&device, &signed, now_ms())?;
-            }
-            let added = s.add_one_time_prekeys(&device, &one_time)?;
+            let signed = (!signed.is_empty()).then_some(&signed[..]);
+            let added = s.upload_prekeys(&device, signed, &one_time, now_ms())?;
             Ok((added, s.one_time_prekey_count(&device)?))
         })
         .await?;
@@ -518,14 +534,7 @@ async fn claim_bundles(
         .await?;
     let (bundles, low) = claimed;
     for (device, left) in low {
-        shared.notify(
-            &device,
-            wire::Push {
-                body: Some(wire::push::Body::PrekeysLow(wire::PreKeysLow {
-                    one_time_prekeys: left,
-                })),
-            },
-        );
+        shared.prekeys_low(&device, left);
     }
     Ok(Resp::Bundles(wire::Bundles {
         bundles: bundles
@@ -589,6 +598,10 @@ async fn send(shared: &Arc<Shared>, session: &Arc<Session>, r: wire::Send) -> Ha
         .iter()
         .map(|u| user_id(u))
         .collect::<Result<Vec<_>, _>>()?;
+    let distinct: std::collections::HashSet<&UserId> = addressed.iter().collect();
+    if distinct.len() != addressed.len() {
+        return Err(Refusal::invalid("a user is named twice"));
+    }
     let mut envelopes = Vec::with_capacity(r.envelopes.len());
     let mut bytes = 0u64;
     for e in r.envelopes {
@@ -714,15 +727,9 @@ async fn ack(shared: &Arc<Shared>, session: &Arc<Session>, r: wire::Ack) -> Hand
     let device = session.device;
     let (deleted, unknown) = shared
         .storage(move |s| {
-            let mut deleted = 0u32;
-            let mut unknown = Vec::new();
-            for id in ids {
-                match s.ack(&device, id, now_ms()) {
-                    Ok(copies) => deleted += u32::try_from(copies.len()).unwrap_or(u32::MAX),
-                    Err(StorageError::NotFound { .. }) => unknown.push(id.0.to_vec()),
-                    Err(e) => return Err(e),
-                }
-            }
+            let done = s.acknowledge(&device, &ids, now_ms())?;
+            let deleted = u32::try_from(done.acked.len()).unwrap_or(u32::MAX);
+            let unknown = done.unknown.iter().map(|id| id.0.to_vec()).collect();
             Ok((deleted, unknown))
         })
         .await?;

@@ -18,10 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use ward_audit::SigningKey;
-use ward_proto::relay_v1 as wire;
 
 pub use self::limits::Limits;
 use crate::metrics::Metrics;
@@ -154,10 +153,18 @@ pub(crate) fn now_ms() -> u64 {
 struct Online {
     connection_id: u64,
     quic: quinn::Connection,
-    /// Wakes the delivery task: new messages are queued.
-    wake: Arc<Notify>,
-    /// Notices for the delivery stream (advisory: dropped when full).
-    notices: mpsc::Sender<wire::Push>,
+    /// Wakes the device's delivery task.
+    signal: Arc<DeliverySignal>,
+}
+
+/// What wakes a delivery task: new messages in its queue, or a notice.
+/// A slot rather than a channel: a notice is advisory and only the latest
+/// matters, and an idle device should cost as little memory as possible.
+#[derive(Debug, Default)]
+pub(crate) struct DeliverySignal {
+    pub(crate) wake: Notify,
+    /// The device's one-time prekey count, when a claim left it low.
+    pub(crate) prekeys_low: Mutex<Option<u64>>,
 }
 
 /// State shared by every connection.
@@ -191,18 +198,20 @@ impl Shared {
         if let Ok(online) = self.online.lock()
             && let Some(o) = online.get(device)
         {
-            o.wake.notify_one();
+            o.signal.wake.notify_one();
         }
     }
 
-    /// Queues an advisory notice for a device's delivery stream.
-    pub(crate) fn notify(&self, device: &DeviceKey, push: wire::Push) {
+    /// Tells an online device, through its delivery stream, that it has
+    /// `one_time_prekeys` left and should upload more.
+    pub(crate) fn prekeys_low(&self, device: &DeviceKey, one_time_prekeys: u64) {
         if let Ok(online) = self.online.lock()
             && let Some(o) = online.get(device)
         {
-            // A full notice queue means the device is not reading; the
-            // notice's information is also in PreKeyStatus.
-            let _ = o.notices.try_send(push);
+            if let Ok(mut slot) = o.signal.prekeys_low.lock() {
+                *slot = Some(one_time_prekeys);
+            }
+            o.signal.wake.notify_one();
         }
     }
 
@@ -231,7 +240,7 @@ impl Shared {
         }
     }
 
-    fn disconnect_revoked(&self, device: &DeviceKey) {
+    pub(crate) fn disconnect_revoked(&self, device: &DeviceKey) {
         let online = self
             .online
             .lock()

@@ -54,9 +54,9 @@ use ward_audit::{
 pub use self::error::{Result, StorageError};
 pub use self::sqlite::{DATABASE_FILE, SCHEMA_VERSION, SqliteStorage, StorageConfig};
 pub use self::types::{
-    AckedMessage, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey, EnqueueReceipt,
-    ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy, QueuedMessage,
-    Revocation, Role, TOKEN_HASH_LEN, User,
+    AckedMessage, Acknowledged, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey,
+    EnqueueReceipt, ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy,
+    QueuedMessage, Revocation, Role, TOKEN_HASH_LEN, User,
 };
 
 /// The relay's storage. Methods are synchronous and block until done (for a
@@ -142,18 +142,36 @@ pub trait Storage: Send + Sync {
 
     // ----- prekeys -----
 
-    /// Replaces the device's signed prekeys (the encoded bundle part that
-    /// is not one-time: signed X25519 prekey, KEM prekey, signatures).
-    fn put_signed_prekeys(&self, device: &DeviceKey, encoded: &[u8], now: u64) -> Result<()>;
-
-    /// Adds one-time prekeys and returns how many were new.
+    /// One upload, in one transaction: replaces the device's signed
+    /// prekeys if `signed` is given (the encoded bundle part that is not
+    /// one-time: signed X25519 prekey, KEM prekey, signatures) and adds
+    /// `one_time` prekeys. Returns how many one-time prekeys were new.
     ///
-    /// An id the device already has stored is **ignored** (the first upload
-    /// wins), so that a client may retry an upload whose answer it lost. The
-    /// relay does not remember ids it handed out: clients must not reuse
-    /// them. If the device would hold more than the configured maximum,
-    /// [`StorageError::TooManyPreKeys`] and nothing is stored.
-    fn add_one_time_prekeys(&self, device: &DeviceKey, keys: &[OneTimePreKey]) -> Result<u64>;
+    /// A one-time id the device already has stored is **ignored** (the
+    /// first upload wins), so that a client may retry an upload whose
+    /// answer it lost. The relay does not remember ids it handed out:
+    /// clients must not reuse them. If the device would hold more than the
+    /// configured maximum, [`StorageError::TooManyPreKeys`] and nothing of
+    /// the upload is stored, signed prekeys included.
+    fn upload_prekeys(
+        &self,
+        device: &DeviceKey,
+        signed: Option<&[u8]>,
+        one_time: &[OneTimePreKey],
+        now: u64,
+    ) -> Result<u64>;
+
+    /// [`upload_prekeys`](Self::upload_prekeys) of signed prekeys alone.
+    fn put_signed_prekeys(&self, device: &DeviceKey, encoded: &[u8], now: u64) -> Result<()> {
+        self.upload_prekeys(device, Some(encoded), &[], now)
+            .map(|_| ())
+    }
+
+    /// [`upload_prekeys`](Self::upload_prekeys) of one-time prekeys alone
+    /// (the time only dates signed prekeys, so none is needed).
+    fn add_one_time_prekeys(&self, device: &DeviceKey, keys: &[OneTimePreKey]) -> Result<u64> {
+        self.upload_prekeys(device, None, keys, 0)
+    }
 
     /// Hands out `device`'s bundle to `requester`: its identity, its signed
     /// prekeys, and one one-time prekey (the lowest id) if any is left,
@@ -219,11 +237,32 @@ pub trait Storage: Send + Sync {
     /// How many messages are queued for `device`.
     fn queue_len(&self, device: &DeviceKey) -> Result<u64>;
 
-    /// Deletes `device`'s copy of `message_id` (one per sender that used
-    /// this id; message ids are random, so normally one). No such copy in
-    /// this device's queue is [`StorageError::NotFound`].
-    fn ack(&self, device: &DeviceKey, message_id: MessageId, now: u64)
-    -> Result<Vec<AckedMessage>>;
+    /// Deletes `device`'s copies of each of `message_ids` (one per sender
+    /// that used the id; message ids are random, so normally one), in one
+    /// transaction with their audit entries. An id with no copy in this
+    /// device's queue is reported in [`Acknowledged::unknown`].
+    fn acknowledge(
+        &self,
+        device: &DeviceKey,
+        message_ids: &[MessageId],
+        now: u64,
+    ) -> Result<Acknowledged>;
+
+    /// [`acknowledge`](Self::acknowledge) of one id: no copy in this
+    /// device's queue is [`StorageError::NotFound`].
+    fn ack(
+        &self,
+        device: &DeviceKey,
+        message_id: MessageId,
+        now: u64,
+    ) -> Result<Vec<AckedMessage>> {
+        let done = self.acknowledge(device, &[message_id], now)?;
+        if done.unknown.is_empty() {
+            Ok(done.acked)
+        } else {
+            Err(StorageError::NotFound { what: "message" })
+        }
+    }
 
     /// Deletes up to `limit` copies whose expiry is at or before `now`, in
     /// expiry order, and returns them. Call again while it returns `limit`

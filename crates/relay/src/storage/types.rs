@@ -294,6 +294,16 @@ pub struct AckedMessage {
     pub size: u64,
 }
 
+/// What [`acknowledge`](super::Storage::acknowledge) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// The copies deleted, in the order of the ids given (and of `seq`
+    /// within one id).
+    pub acked: Vec<AckedMessage>,
+    /// The ids with no copy in the device's queue.
+    pub unknown: Vec<MessageId>,
+}
+
 /// A copy deleted by [`expire`](super::Storage::expire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExpiredMessage {

@@ -66,6 +66,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 use ward_audit::{
     AuditEntry, ConsistencyProof, Detail, EventKind, Export, ExportWriter, InclusionProof,
@@ -78,9 +79,9 @@ use self::writer::{Job, QUEUE_CAPACITY, Request, Tx, Writer};
 use super::Storage;
 use super::error::{Result, StorageError};
 use super::types::{
-    AckedMessage, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey, EnqueueReceipt,
-    ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy, QueuedMessage,
-    Revocation, Role, TOKEN_HASH_LEN, User,
+    AckedMessage, Acknowledged, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey,
+    EnqueueReceipt, ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy,
+    QueuedMessage, Revocation, Role, TOKEN_HASH_LEN, User,
 };
 
 /// The database file inside the data directory.
@@ -214,6 +215,13 @@ fn open_connection(path: &Path, config: &StorageConfig, reader: bool) -> Result<
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "secure_delete", "FAST")?;
+    // Each request runs in a savepoint, whose statement journal would
+    // otherwise spill to a temporary file: two thirds of the writes per
+    // message (BENCHMARKS.md, "Where the time goes").
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Statements whose plan may depend on a bound value (an ORDER BY with
+    // `user_id = ?`) are otherwise re-prepared on every cached use.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     if reader {
         conn.pragma_update(None, "query_only", "ON")?;
     }
@@ -811,37 +819,42 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn put_signed_prekeys(&self, device: &DeviceKey, encoded: &[u8], now: u64) -> Result<()> {
+    fn upload_prekeys(
+        &self,
+        device: &DeviceKey,
+        signed: Option<&[u8]>,
+        one_time: &[OneTimePreKey],
+        now: u64,
+    ) -> Result<u64> {
         let now = check_int(now, "time out of range")?;
-        let (device, encoded) = (*device, encoded.to_vec());
-        self.write(encoded.len(), move |tx| {
-            tx.check_prekey_len(encoded.len())?;
-            active_device(tx.conn(), &device)?;
-            tx.conn()
-                .prepare_cached(
-                    "INSERT INTO signed_prekeys (device_key, encoded, updated_at) \
-                     VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (device_key) DO UPDATE \
-                     SET encoded = excluded.encoded, updated_at = excluded.updated_at",
-                )?
-                .execute(params![device.0, encoded, now])?;
-            Ok(())
-        })
-    }
-
-    fn add_one_time_prekeys(&self, device: &DeviceKey, keys: &[OneTimePreKey]) -> Result<u64> {
         let limit = self.config.max_one_time_prekeys;
-        if keys.len() as u64 > u64::from(limit) {
+        if one_time.len() as u64 > u64::from(limit) {
             return Err(StorageError::TooManyPreKeys { limit });
         }
-        let (device, keys) = (*device, keys.to_vec());
-        let cost = keys.iter().map(|k| k.encoded.len()).sum();
+        let (device, signed, keys) = (*device, signed.map(<[u8]>::to_vec), one_time.to_vec());
+        let cost = keys.iter().map(|k| k.encoded.len()).sum::<usize>()
+            + signed.as_ref().map_or(0, Vec::len);
         self.write(cost, move |tx| {
+            if let Some(signed) = &signed {
+                tx.check_prekey_len(signed.len())?;
+            }
             for key in &keys {
                 tx.check_prekey_len(key.encoded.len())?;
             }
             active_device(tx.conn(), &device)?;
             let conn = tx.conn();
+            if let Some(signed) = &signed {
+                conn.prepare_cached(
+                    "INSERT INTO signed_prekeys (device_key, encoded, updated_at) \
+                     VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (device_key) DO UPDATE \
+                     SET encoded = excluded.encoded, updated_at = excluded.updated_at",
+                )?
+                .execute(params![device.0, signed, now])?;
+            }
+            if keys.is_empty() {
+                return Ok(0);
+            }
             let mut added = 0u64;
             {
                 let mut insert = conn.prepare_cached(
@@ -1120,66 +1133,75 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn ack(
+    fn acknowledge(
         &self,
         device: &DeviceKey,
-        message_id: MessageId,
+        message_ids: &[MessageId],
         now: u64,
-    ) -> Result<Vec<AckedMessage>> {
+    ) -> Result<Acknowledged> {
         let now = check_int(now, "time out of range")?;
-        let device = *device;
+        let (device, message_ids) = (*device, message_ids.to_vec());
         self.write(0, move |tx| {
             let me = get_device(tx.conn(), &device)?;
-            let copies = {
-                let mut stmt = tx.conn().prepare_cached(
-                    "SELECT q.id, q.seq, q.sender, d.user_id, length(q.ciphertext) \
-                     FROM queue q JOIN devices d ON d.device_key = q.sender \
-                     WHERE q.recipient = ?1 AND q.message_id = ?2 ORDER BY q.seq",
-                )?;
-                let rows = stmt.query_map(params![device.0, message_id.0], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, u64>(1)?,
-                        row.get::<_, [u8; DEVICE_KEY_LEN]>(2)?,
-                        row.get::<_, String>(3)?,
-                        row.get::<_, u64>(4)?,
-                    ))
-                })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            if copies.is_empty() {
-                return Err(StorageError::NotFound { what: "message" });
+            let mut done = Acknowledged::default();
+            for message_id in message_ids {
+                // No ORDER BY: with it the planner walks the whole queue in
+                // seq order instead of using queue_by_message (BENCHMARKS.md).
+                let mut copies = {
+                    let mut stmt = tx.conn().prepare_cached(
+                        "SELECT q.id, q.seq, q.sender, d.user_id, length(q.ciphertext) \
+                         FROM queue q JOIN devices d ON d.device_key = q.sender \
+                         WHERE q.recipient = ?1 AND q.message_id = ?2",
+                    )?;
+                    let rows = stmt.query_map(params![device.0, message_id.0], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, u64>(1)?,
+                            row.get::<_, [u8; DEVICE_KEY_LEN]>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, u64>(4)?,
+                        ))
+                    })?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                if copies.is_empty() {
+                    done.unknown.push(message_id);
+                    continue;
+                }
+                copies.sort_unstable_by_key(|copy| copy.1);
+                for (id, seq, sender, sender_user, size) in copies {
+                    tx.conn()
+                        .prepare_cached("DELETE FROM queue WHERE id = ?1")?
+                        .execute([id])?;
+                    let sender = DeviceKey(sender);
+                    tx.audit(
+                        AuditEntry {
+                            actor_user: Some(me.user.clone()),
+                            actor_device: device.audit_id(),
+                            target_user: Some(stored_user_id(&sender_user)?),
+                            target_device: sender.audit_id(),
+                            message_id: Some(message_id),
+                            size: Some(size),
+                            ..entry(EventKind::Acknowledgment)
+                        },
+                        now,
+                    )?;
+                    done.acked.push(AckedMessage {
+                        seq,
+                        sender,
+                        message_id,
+                        size,
+                    });
+                }
             }
-            let mut acked = Vec::with_capacity(copies.len());
-            for (id, seq, sender, sender_user, size) in copies {
-                let conn = tx.conn();
-                conn.prepare_cached("DELETE FROM queue WHERE id = ?1")?
-                    .execute([id])?;
-                conn.prepare_cached(
-                    "UPDATE devices SET queue_len = queue_len - 1 WHERE device_key = ?1",
-                )?
-                .execute([device.0])?;
-                let sender = DeviceKey(sender);
-                tx.audit(
-                    AuditEntry {
-                        actor_user: Some(me.user.clone()),
-                        actor_device: device.audit_id(),
-                        target_user: Some(stored_user_id(&sender_user)?),
-                        target_device: sender.audit_id(),
-                        message_id: Some(message_id),
-                        size: Some(size),
-                        ..entry(EventKind::Acknowledgment)
-                    },
-                    now,
-                )?;
-                acked.push(AckedMessage {
-                    seq,
-                    sender,
-                    message_id,
-                    size,
-                });
+            if !done.acked.is_empty() {
+                tx.conn()
+                    .prepare_cached(
+                        "UPDATE devices SET queue_len = queue_len - ?2 WHERE device_key = ?1",
+                    )?
+                    .execute(params![device.0, done.acked.len() as u64])?;
             }
-            Ok(acked)
+            Ok(done)
         })
     }
 
