@@ -248,3 +248,164 @@ fn safety_number_vectors_follow_the_spec_formula() {
         assert_eq!(bytes(&case["qr_payload"]), qr);
     }
 }
+
+/// Decodes one frame of `kind` from the file and gives back its body
+/// re-encoded, and the frame `frame::encode` makes of it; `None` for an
+/// unknown kind.
+fn reencode_frame(kind: &str, frame: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    use ward_proto::Message;
+    use ward_proto::frame::{self, MAX_FRAME_LEN};
+    use ward_proto::relay_v1::{Push, Request, Response};
+    fn both<M: Message + Default>(frame: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let message = frame::decode::<M>(frame, MAX_FRAME_LEN).unwrap();
+        (message.encode_to_vec(), frame::encode(&message))
+    }
+    match kind {
+        "Request" => Some(both::<Request>(frame)),
+        "Response" => Some(both::<Response>(frame)),
+        "Push" => Some(both::<Push>(frame)),
+        _ => None,
+    }
+}
+
+#[test]
+fn relay_vectors_follow_spec_08_frames_and_transcripts() {
+    use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+    use ward_proto::frame::{self, FrameError, MAX_FRAME_LEN};
+    use ward_proto::relay_v1::{ErrorCode, Request, Response, request, response};
+
+    let v = load("relay.json");
+    let auth = &v["authentication"];
+    let enroll = &v["enrollment"];
+
+    // Frames: u32be(len) || body, and the body is prost's canonical encoding.
+    let frames = v["frames"].as_array().unwrap();
+    for f in frames {
+        let body = bytes(&f["body"]);
+        let wire = bytes(&f["frame"]);
+        let mut expected = (body.len() as u32).to_be_bytes().to_vec();
+        expected.extend_from_slice(&body);
+        assert_eq!(wire, expected, "{}", f["description"]);
+        let (reencoded, reframed) =
+            reencode_frame(f["kind"].as_str().unwrap(), &wire).expect("a known frame kind");
+        assert_eq!(reencoded, body, "{}", f["description"]);
+        assert_eq!(reframed, wire, "{}", f["description"]);
+    }
+    // The frames that carry the authentication values carry those of the file.
+    let mut carried = 0;
+    for f in frames {
+        let wire = bytes(&f["frame"]);
+        match f["kind"].as_str().unwrap() {
+            "Request" => match frame::decode::<Request>(&wire, MAX_FRAME_LEN).unwrap().body {
+                Some(request::Body::Challenge(_)) => assert_eq!(wire, [0, 0, 0, 2, 0x0a, 0]),
+                Some(request::Body::Authenticate(a)) => {
+                    assert_eq!(wire.len(), 106);
+                    assert_eq!(a.device_key, bytes(&auth["device_key"]));
+                    assert_eq!(a.signature, bytes(&auth["signature"]));
+                    carried += 1;
+                }
+                Some(request::Body::Enroll(e)) => {
+                    assert_eq!(e.token, enroll["token"].as_str().unwrap());
+                    assert_eq!(e.identity, bytes(&enroll["identity"]));
+                    assert_eq!(e.signature, bytes(&enroll["signature"]));
+                    carried += 1;
+                }
+                _ => {}
+            },
+            "Response" => {
+                if let Some(response::Body::Challenge(c)) =
+                    frame::decode::<Response>(&wire, MAX_FRAME_LEN)
+                        .unwrap()
+                        .body
+                {
+                    assert_eq!(wire.len(), 40);
+                    assert_eq!(c.nonce, bytes(&auth["nonce"]));
+                    carried += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(carried, 3);
+
+    // Refused frames: the frame error, and the relay's code (spec/08, Frames).
+    let refused = &v["refused_frames"]["cases"];
+    for case in refused.as_array().unwrap() {
+        let max = u32::try_from(case["max_len"].as_u64().unwrap()).unwrap();
+        assert_eq!(max, MAX_FRAME_LEN);
+        let (error, code) = match frame::decode::<Request>(&bytes(&case["frame"]), max) {
+            Ok(r) => {
+                assert_eq!(r.body, None, "{}", case["description"]);
+                (Value::Null, "UNKNOWN_REQUEST")
+            }
+            Err(FrameError::TooLarge { .. }) => ("TooLarge".into(), "FRAME_TOO_LARGE"),
+            Err(FrameError::Truncated) => ("Truncated".into(), "MALFORMED_FRAME"),
+            Err(FrameError::Malformed) => ("Malformed".into(), "MALFORMED_FRAME"),
+        };
+        assert_eq!(case["frame_error"], error, "{}", case["description"]);
+        assert_eq!(case["relay_code"], code, "{}", case["description"]);
+        assert!(ErrorCode::from_str_name(&format!("ERROR_CODE_{code}")).is_some());
+    }
+
+    // Ed25519 (RFC 8032) is deterministic: the seed gives the key and the
+    // very signature, which verifies strictly.
+    let check_signature = |seed: &[u8], key: &[u8], transcript: &[u8], signature: &[u8]| {
+        let signing = SigningKey::from_bytes(&seed.try_into().unwrap());
+        assert_eq!(signing.verifying_key().to_bytes(), key);
+        assert_eq!(signing.sign(transcript).to_bytes(), signature);
+        VerifyingKey::from_bytes(&key.try_into().unwrap())
+            .unwrap()
+            .verify_strict(transcript, &Signature::from_slice(signature).unwrap())
+            .unwrap();
+    };
+
+    // auth_transcript, concatenated as spec/08 writes it.
+    let mut transcript = b"Ward v1 relay authentication\0".to_vec();
+    assert_eq!(transcript.len(), 29);
+    for field in ["exporter", "nonce", "device_key"] {
+        let value = bytes(&auth[field]);
+        assert_eq!(value.len(), 32, "{field}");
+        transcript.extend_from_slice(&value);
+    }
+    assert_eq!(transcript.len(), 125);
+    assert_eq!(transcript, bytes(&auth["transcript"]));
+    check_signature(
+        &bytes(&auth["device_seed"]),
+        &bytes(&auth["device_key"]),
+        &transcript,
+        &bytes(&auth["signature"]),
+    );
+
+    // The token's form, its hash, and enroll_transcript.
+    let token = enroll["token"].as_str().unwrap();
+    let digits = token.strip_prefix("ward-enroll-").unwrap();
+    assert_eq!(token.len(), 76);
+    assert!(
+        digits
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    );
+    let token_hash = Sha256::digest(token.as_bytes()).to_vec();
+    assert_eq!(token_hash, bytes(&enroll["token_sha256"]));
+    let identity = bytes(&enroll["identity"]);
+    assert_eq!(identity.len(), 128);
+    let mut transcript = b"Ward v1 relay enrollment\0".to_vec();
+    assert_eq!(transcript.len(), 25);
+    transcript.extend_from_slice(&bytes(&enroll["exporter"]));
+    transcript.extend_from_slice(&bytes(&enroll["nonce"]));
+    transcript.extend_from_slice(&token_hash);
+    transcript.extend_from_slice(&identity);
+    assert_eq!(transcript.len(), 249);
+    assert_eq!(transcript, bytes(&enroll["transcript"]));
+    // The identity is the fixed form of the listed secret, and valid (KEY-3).
+    let secret = bytes(&enroll["identity_secret"]);
+    let pair = IdentityKeyPair::from_secret_bytes(&secret).unwrap();
+    assert_eq!(pair.public().to_bytes().to_vec(), identity);
+    assert!(ward_core::DeviceIdentity::from_bytes(&identity).is_ok());
+    check_signature(
+        &secret[1..33],
+        &identity[..32],
+        &transcript,
+        &bytes(&enroll["signature"]),
+    );
+}
