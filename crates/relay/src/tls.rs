@@ -30,14 +30,15 @@
 //! | `max_idle_timeout` | `limits.idle_timeout()` | 30 s | |
 //!
 //! With the default 4 MiB frames a connection's worst case is about 4 MiB
-//! received plus 8 MiB sent. An idle connection costs quinn's connection
-//! state: measured with the ignored test `idle_connection_memory`
-//! (tests/cli.rs; quinn 0.11, glibc, x86-64 Linux, 10 000 connections that
-//! have not authenticated), the relay process grew by about 32 700 bytes
-//! per connection with `max_concurrent_requests = 64` (the default, just
-//! under 32 KiB) and 28 700 with 16. About 14 KB of that is quinn's
-//! per-connection plumbing (its event channel and connection driver),
-//! which no setting changes; the TLS 1.3 state is small. An authenticated
+//! received plus 8 MiB sent. An idle connection costs mostly quinn's
+//! connection state: measured with the load generator's idle mode
+//! (`crates/relay/examples/loadgen.rs`, BENCHMARKS.md "Idle connections";
+//! quinn 0.11, glibc, x86-64 Linux, 10 000 connections), a connection
+//! that has not authenticated cost about 33 000 bytes with
+//! `max_concurrent_requests = 64` and about 4 000 less with 16 (the
+//! default). About 14 KB of it is quinn's per-connection plumbing (its
+//! event channel and connection driver), which no setting changes; the
+//! TLS 1.3 state is small. An authenticated
 //! connection adds the relay's own state (delivery stream and tasks).
 //! The server also sends no TLS session tickets (no resumption state per
 //! client, and the pin is checked on every handshake) and accepts no 0-RTT

@@ -55,7 +55,7 @@ impl Default for Limits {
             default_ttl_ms: 14 * 24 * 3600 * 1000,
             max_ttl_ms: 30 * 24 * 3600 * 1000,
             max_fetch: 500,
-            max_concurrent_requests: 32,
+            max_concurrent_requests: 16,
             idle_timeout_ms: 30_000,
             auth_timeout_ms: 10_000,
             max_auth_failures: 3,
