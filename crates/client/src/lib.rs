@@ -5,15 +5,23 @@
 //! session, one request per stream, and the delivery stream.
 //! [`Messenger`] is a device on top of it: keys, sessions, fan-out to
 //! every device of the addressed users, decryption of what is pushed.
+//! [`Store`] is the device's sealed local store (spec/11): keys, sessions,
+//! contacts and messages in SQLite, sealed under the app's [`StorageKey`].
 
 #![forbid(unsafe_code)]
 
 mod connection;
 mod messenger;
+mod store;
 mod tls;
 
 pub use self::connection::{Deliveries, RelayConnection};
 pub use self::messenger::{Incoming, Messenger};
+pub use self::store::{
+    APPLICATION_ID, DeviceRecord, IdentityStatus, Insertion, KnownIdentity, MAX_NAME_LEN,
+    MAX_VALUE_LEN, MessageRef, OutboxStatus, OutgoingMessage, ReceivedMessage, RelayInfo,
+    STORE_FORMAT, SignedPreKeyInfo, StorageKey, Store, StoreError,
+};
 pub use self::tls::{ALPN, PinMismatch, pinned_client_config};
 pub use ward_proto::relay_v1 as wire;
 
