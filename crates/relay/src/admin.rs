@@ -14,11 +14,16 @@ use core::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use ward_audit::{AuditError, Hash, SigningKey, UserId, VerifiedLog, verify_export};
+use ward_audit::{
+    AuditError, EMPTY_ROOT, Hash, SignedTreeHead, SigningKey, TreeHead, UserId, VerifiedLog,
+    VerifyingKey, leaf_hash, node_hash, verify_consistency, verify_export, verify_inclusion,
+};
 use zeroize::Zeroizing;
 
 use crate::keys::{self, KeyError};
-use crate::storage::{Device, DeviceKey, Revocation, Role, Storage, StorageError, User};
+use crate::storage::{
+    AuditState, Device, DeviceKey, Revocation, Role, Storage, StorageError, User,
+};
 
 /// The default validity of an enrollment token, in hours.
 pub const DEFAULT_TOKEN_VALID_HOURS: u32 = 24;
@@ -77,6 +82,120 @@ pub enum AdminError {
     /// [`EXPORT_ATTEMPTS`] attempts; nothing was left at the output path.
     #[error("the export did not verify after it was written ({0}); nothing was written")]
     ExportUnverified(AuditError),
+    /// A relay key is 64 hexadecimal digits but not a usable Ed25519
+    /// public key (it does not decompress, or has small order).
+    #[error("invalid relay key: not a valid Ed25519 public key, or one of small order")]
+    UnusableRelayKey,
+    /// The log has no signed tree head, and no tree size was given.
+    #[error(
+        "the audit log has no signed tree head yet (run `ward-relay audit export`, \
+         or give the tree size)"
+    )]
+    NoTreeHead,
+    /// The data directory holds signed tree heads but no audit key to check
+    /// them with.
+    #[error(
+        "the audit log has signed tree heads but the data directory has no audit \
+         signing key to check them with"
+    )]
+    NoAuditKey,
+    /// An entry index is not below the tree size.
+    #[error(
+        "entry index {index} is out of range for a tree of size {tree_size} \
+         (an index must be less than the size)"
+    )]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: u64,
+        /// The tree size.
+        tree_size: u64,
+    },
+    /// A tree size is larger than the log.
+    #[error("tree size {size} is out of range: the audit log holds {log_size} entries")]
+    SizeOutOfRange {
+        /// The size asked for.
+        size: u64,
+        /// The log's size.
+        log_size: u64,
+    },
+    /// A consistency proof was asked from a larger tree to a smaller one.
+    #[error("tree size {from} is larger than {to}: a consistency proof goes from the smaller")]
+    SizesOutOfOrder {
+        /// The size to prove from.
+        from: u64,
+        /// The size to prove to.
+        to: u64,
+    },
+    /// The stored log contradicts itself: a stored head does not verify or
+    /// does not match the stored entries, or the storage's proof does not
+    /// verify against the root of the stored entries. Nothing was printed.
+    #[error("the stored audit log does not check out (storage fault or tampering): {0}")]
+    StoredLog(AuditError),
+    /// The root of the stored entries is not the root the storage's Merkle
+    /// tree reports: an entry was altered after its leaf hash was stored.
+    #[error(
+        "the stored audit log does not check out (storage fault or tampering): the root of \
+         its first {tree_size} entries is not the root its Merkle tree reports"
+    )]
+    StoredRoot {
+        /// The log's size.
+        tree_size: u64,
+    },
+    /// A signed tree head given on the command line is not hexadecimal.
+    #[error("{which}: expected hexadecimal digits (an encoded signed tree head)")]
+    HeadNotHex {
+        /// `old head` or `new head`.
+        which: &'static str,
+    },
+    /// A signed tree head given on the command line does not decode.
+    #[error("{which}: not an encoded signed tree head: {source}")]
+    HeadDecode {
+        /// `old head` or `new head`.
+        which: &'static str,
+        /// Why it does not decode.
+        #[source]
+        source: ward_audit::DecodeError,
+    },
+    /// A proof hash given on the command line is not 64 hexadecimal digits.
+    #[error("proof hash {position} (counting from 0): expected 64 hexadecimal digits")]
+    InvalidProofHash {
+        /// Its position in the proof.
+        position: usize,
+    },
+    /// A signed tree head does not verify under the relay key.
+    #[error("{which}: signature does not verify under the relay key")]
+    HeadSignature {
+        /// `old head` or `new head`.
+        which: &'static str,
+    },
+    /// The old head is not older than the new one.
+    #[error(
+        "the old head (tree size {old_size}, signed {old_at}) is not older than the new head \
+         (tree size {new_size}, signed {new_at}): are they swapped?"
+    )]
+    HeadsOutOfOrder {
+        /// The old head's tree size.
+        old_size: u64,
+        /// When the old head was signed.
+        old_at: Utc,
+        /// The new head's tree size.
+        new_size: u64,
+        /// When the new head was signed.
+        new_at: Utc,
+    },
+    /// Two correctly signed heads are not consistent: the relay rewrote the
+    /// log, signed two histories, or the proof is wrong.
+    #[error("the heads of tree sizes {old_size} and {new_size} are NOT consistent: {source}")]
+    HeadsInconsistent {
+        /// The old head's tree size.
+        old_size: u64,
+        /// The new head's tree size.
+        new_size: u64,
+        /// `ConsistencyProofInvalid`, or `Equivocation` for two heads of
+        /// one size with different roots.
+        #[source]
+        source: AuditError,
+    },
 }
 
 fn user_id(text: &str) -> Result<UserId, AdminError> {
@@ -522,6 +641,600 @@ pub fn verify(path: &Path, expected_relay_key: [u8; 32]) -> Result<VerifyReport,
     Ok(VerifyReport(AuditSummary::new(path, &log)))
 }
 
+// ----- proofs -----
+
+/// The signed tree heads, oldest first ([`list_heads`]). Its `Display` is
+/// one line per head, each ending in a newline, nothing for no head:
+///
+/// ```text
+/// <tree size> <timestamp ms> <timestamp UTC> <root, 64 hex> <signed head, 226 hex>
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadList(pub Vec<SignedTreeHead>);
+
+impl fmt::Display for HeadList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for signed in &self.0 {
+            let head = &signed.head;
+            writeln!(
+                f,
+                "{} {} {} {} {}",
+                head.tree_size,
+                head.timestamp_ms,
+                Utc(head.timestamp_ms),
+                hex::encode(head.root),
+                hex::encode(signed.encode())
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Every signed tree head in the order issued, each checked under
+/// `relay_key` (the data directory's audit key) first.
+pub fn list_heads(
+    storage: &dyn Storage,
+    relay_key: Option<&VerifyingKey>,
+) -> Result<HeadList, AdminError> {
+    let heads = storage.tree_heads()?;
+    for j in 0..heads.len() {
+        check_stored_head(&heads, j, relay_key)?;
+    }
+    Ok(HeadList(heads))
+}
+
+/// An inclusion proof, checked ([`prove_inclusion`]). Its `Display` is
+/// `key value` lines, each ending in a newline, in this order:
+///
+/// ```text
+/// index <entry index>
+/// tree-size <N>
+/// leaf-hash <64 hex>
+/// root <64 hex>
+/// signed-head <226 hex>      only if a signed head of size N exists
+/// proof <64 hex>             zero or more, in RFC 9162 order
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionReport {
+    /// The entry's index (its sequence number).
+    pub index: u64,
+    /// The size of the tree the proof is for.
+    pub tree_size: u64,
+    /// `SHA-256(0x00 || entry)` of the stored entry.
+    pub leaf_hash: Hash,
+    /// The root of the first `tree_size` entries.
+    pub root: Hash,
+    /// The latest signed head of size `tree_size`, if there is one.
+    pub head: Option<SignedTreeHead>,
+    /// The proof's hashes, from the leaf's sibling up.
+    pub proof: Vec<Hash>,
+}
+
+impl fmt::Display for InclusionReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "index {}", self.index)?;
+        writeln!(f, "tree-size {}", self.tree_size)?;
+        writeln!(f, "leaf-hash {}", hex::encode(self.leaf_hash))?;
+        writeln!(f, "root {}", hex::encode(self.root))?;
+        if let Some(head) = &self.head {
+            writeln!(f, "signed-head {}", hex::encode(head.encode()))?;
+        }
+        write_proof(f, &self.proof)
+    }
+}
+
+/// A consistency proof, checked ([`prove_consistency`]). Its `Display` is
+/// `key value` lines, each ending in a newline, in this order:
+///
+/// ```text
+/// from-size <M>
+/// to-size <N>
+/// from-root <64 hex>
+/// to-root <64 hex>
+/// from-head <226 hex>        only if a signed head of size M exists
+/// to-head <226 hex>          only if a signed head of size N exists
+/// proof <64 hex>             zero or more, in RFC 9162 order
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyReport {
+    /// The older tree's size.
+    pub from_size: u64,
+    /// The newer tree's size.
+    pub to_size: u64,
+    /// The root of the first `from_size` entries.
+    pub from_root: Hash,
+    /// The root of the first `to_size` entries.
+    pub to_root: Hash,
+    /// The latest signed head of size `from_size`, if there is one.
+    pub from_head: Option<SignedTreeHead>,
+    /// The latest signed head of size `to_size`, if there is one.
+    pub to_head: Option<SignedTreeHead>,
+    /// The proof's hashes.
+    pub proof: Vec<Hash>,
+}
+
+impl fmt::Display for ConsistencyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "from-size {}", self.from_size)?;
+        writeln!(f, "to-size {}", self.to_size)?;
+        writeln!(f, "from-root {}", hex::encode(self.from_root))?;
+        writeln!(f, "to-root {}", hex::encode(self.to_root))?;
+        if let Some(head) = &self.from_head {
+            writeln!(f, "from-head {}", hex::encode(head.encode()))?;
+        }
+        if let Some(head) = &self.to_head {
+            writeln!(f, "to-head {}", hex::encode(head.encode()))?;
+        }
+        write_proof(f, &self.proof)
+    }
+}
+
+fn write_proof(f: &mut fmt::Formatter<'_>, proof: &[Hash]) -> fmt::Result {
+    proof
+        .iter()
+        .try_for_each(|hash| writeln!(f, "proof {}", hex::encode(hash)))
+}
+
+/// An inclusion proof of entry `index` in the tree of `tree_size` entries
+/// (default: the size of the latest signed head), checked before it is
+/// returned: the leaf hash and the root are computed from the stored
+/// entries (one pass over the whole log, O(log n) memory); the root of all
+/// of them must be the root the storage's Merkle tree reports; a signed
+/// head of size `tree_size`, if any, must verify under `relay_key` and
+/// carry the computed root; and the storage's proof must verify with
+/// `verify_inclusion` against it. Any failure is [`AdminError::StoredLog`]
+/// or [`AdminError::StoredRoot`] and nothing is returned.
+pub fn prove_inclusion(
+    storage: &dyn Storage,
+    relay_key: Option<&VerifyingKey>,
+    index: u64,
+    tree_size: Option<u64>,
+) -> Result<InclusionReport, AdminError> {
+    let heads = storage.tree_heads()?;
+    let state = storage.audit_state()?;
+    let log_size = state.size;
+    let tree_size = match tree_size {
+        Some(size) => size,
+        None => heads.last().ok_or(AdminError::NoTreeHead)?.head.tree_size,
+    };
+    if tree_size > log_size {
+        return Err(AdminError::SizeOutOfRange {
+            size: tree_size,
+            log_size,
+        });
+    }
+    if index >= tree_size {
+        return Err(AdminError::IndexOutOfRange { index, tree_size });
+    }
+    let scan = scan_log(storage, relay_key, Some(index), &[tree_size], &state)?;
+    let leaf_hash = scan
+        .leaf
+        .ok_or(AdminError::StoredLog(AuditError::OutOfRange {
+            requested: index,
+            size: scan.entries,
+        }))?;
+    let root = scan.roots[0];
+    let head = head_of_size(&heads, tree_size, root, relay_key)?;
+    let proof = storage.inclusion_proof(index, tree_size)?;
+    if proof.leaf_index != index || proof.tree_size != tree_size {
+        return Err(AdminError::StoredLog(AuditError::InclusionProofInvalid));
+    }
+    verify_inclusion(&leaf_hash, index, tree_size, &proof.path, &root)
+        .map_err(AdminError::StoredLog)?;
+    Ok(InclusionReport {
+        index,
+        tree_size,
+        leaf_hash,
+        root,
+        head,
+        proof: proof.path,
+    })
+}
+
+/// A consistency proof from the tree of `from` entries to that of `to`
+/// (default: the size of the latest signed head), checked before it is
+/// returned as [`prove_inclusion`] checks its proof: both roots computed
+/// from the stored entries, signed heads of those sizes verified and
+/// matched, the storage's proof verified with `verify_consistency`.
+pub fn prove_consistency(
+    storage: &dyn Storage,
+    relay_key: Option<&VerifyingKey>,
+    from: u64,
+    to: Option<u64>,
+) -> Result<ConsistencyReport, AdminError> {
+    let heads = storage.tree_heads()?;
+    let state = storage.audit_state()?;
+    let log_size = state.size;
+    let to = match to {
+        Some(size) => size,
+        None => heads.last().ok_or(AdminError::NoTreeHead)?.head.tree_size,
+    };
+    if to > log_size {
+        return Err(AdminError::SizeOutOfRange { size: to, log_size });
+    }
+    if from > to {
+        return Err(AdminError::SizesOutOfOrder { from, to });
+    }
+    let scan = scan_log(storage, relay_key, None, &[from, to], &state)?;
+    let (from_root, to_root) = (scan.roots[0], scan.roots[1]);
+    let from_head = head_of_size(&heads, from, from_root, relay_key)?;
+    let to_head = head_of_size(&heads, to, to_root, relay_key)?;
+    let proof = storage.consistency_proof(from, to)?;
+    if proof.first_size != from || proof.second_size != to {
+        return Err(AdminError::StoredLog(AuditError::ConsistencyProofInvalid));
+    }
+    verify_consistency(from, to, &from_root, &to_root, &proof.path)
+        .map_err(AdminError::StoredLog)?;
+    Ok(ConsistencyReport {
+        from_size: from,
+        to_size: to,
+        from_root,
+        to_root,
+        from_head,
+        to_head,
+        proof: proof.path,
+    })
+}
+
+/// Checks stored head `j`'s signature under the data directory's key.
+fn check_stored_head(
+    heads: &[SignedTreeHead],
+    j: usize,
+    relay_key: Option<&VerifyingKey>,
+) -> Result<(), AdminError> {
+    let key = relay_key.ok_or(AdminError::NoAuditKey)?;
+    heads[j]
+        .verify(key)
+        .map(|_| ())
+        .map_err(|_| AdminError::StoredLog(AuditError::HeadSignature { head: j }))
+}
+
+/// The latest stored head of size `tree_size`, if any, checked: its
+/// signature, and its root against `root` (computed from the entries).
+fn head_of_size(
+    heads: &[SignedTreeHead],
+    tree_size: u64,
+    root: Hash,
+    relay_key: Option<&VerifyingKey>,
+) -> Result<Option<SignedTreeHead>, AdminError> {
+    let Some(j) = heads.iter().rposition(|h| h.head.tree_size == tree_size) else {
+        return Ok(None);
+    };
+    check_stored_head(heads, j, relay_key)?;
+    if heads[j].head.root != root {
+        return Err(AdminError::StoredLog(AuditError::RootMismatch { head: j }));
+    }
+    Ok(Some(heads[j]))
+}
+
+/// What [`scan_log`] found.
+struct Scanned {
+    /// Entries in the log.
+    entries: u64,
+    /// The leaf hash of the entry asked for, if the log holds it.
+    leaf: Option<Hash>,
+    /// The root at each size asked for, in the order asked.
+    roots: Vec<Hash>,
+}
+
+/// Reads the stored entries once, as the storage writes an export, and
+/// computes from their bytes the leaf hash of entry `leaf` and the roots at
+/// `sizes` (each at most `state.size`). Keeps O(log n) hashes, not the log.
+/// The root of the first `state.size` entries must be `state.root`, the
+/// root the storage's Merkle tree reports: entries and tree agree.
+fn scan_log(
+    storage: &dyn Storage,
+    relay_key: Option<&VerifyingKey>,
+    leaf: Option<u64>,
+    sizes: &[u64],
+    state: &AuditState,
+) -> Result<Scanned, AdminError> {
+    let mut sizes = sizes.to_vec();
+    sizes.push(state.size);
+    // The export header's key plays no part in the scan; the data
+    // directory's key if there is one, else any valid key.
+    let placeholder;
+    let header_key = match relay_key {
+        Some(key) => key,
+        None => {
+            placeholder = SigningKey::from_bytes(&[1; 32]).verifying_key();
+            &placeholder
+        }
+    };
+    let mut scan = LeafScan::new(leaf, &sizes);
+    let written = storage.write_audit_export(header_key, &mut scan);
+    if let Some(fault) = scan.fault {
+        return Err(AdminError::StoredLog(AuditError::Decode(fault)));
+    }
+    written?;
+    if scan.stage != ScanStage::Heads {
+        return Err(AdminError::StoredLog(AuditError::Decode(
+            ward_audit::DecodeError::Truncated,
+        )));
+    }
+    let roots = scan
+        .sizes
+        .iter()
+        .zip(&scan.roots)
+        .map(|(&size, root)| {
+            root.ok_or(AdminError::StoredLog(AuditError::OutOfRange {
+                requested: size,
+                size: scan.seen,
+            }))
+        })
+        .collect::<Result<Vec<Hash>, _>>()?;
+    if roots.last() != Some(&state.root) {
+        return Err(AdminError::StoredRoot {
+            tree_size: state.size,
+        });
+    }
+    Ok(Scanned {
+        entries: scan.seen,
+        leaf: scan.leaf,
+        roots,
+    })
+}
+
+/// Export header: magic (11), version (1), relay key (32), entry count (8).
+const EXPORT_HEADER_LEN: usize = 11 + 1 + 32 + 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanStage {
+    Header,
+    Length,
+    Entry(usize),
+    Heads,
+}
+
+/// A sink for the export stream that hashes each entry as it passes and
+/// folds the leaf hashes into the right edge of the Merkle tree (RFC 9162
+/// `MTH`: the root is the perfect subtrees of the edge combined from the
+/// right).
+struct LeafScan {
+    stage: ScanStage,
+    buf: Vec<u8>,
+    announced: u64,
+    seen: u64,
+    want_leaf: Option<u64>,
+    leaf: Option<Hash>,
+    sizes: Vec<u64>,
+    roots: Vec<Option<Hash>>,
+    /// Beyond this many leaves no root is needed: hashing stops.
+    last_size: u64,
+    /// The perfect subtrees of the right edge, largest first, with heights.
+    edge: Vec<(u32, Hash)>,
+    fault: Option<ward_audit::DecodeError>,
+}
+
+impl LeafScan {
+    fn new(want_leaf: Option<u64>, sizes: &[u64]) -> Self {
+        let roots = sizes
+            .iter()
+            .map(|&size| (size == 0).then_some(EMPTY_ROOT))
+            .collect();
+        Self {
+            stage: ScanStage::Header,
+            buf: Vec::with_capacity(EXPORT_HEADER_LEN),
+            announced: 0,
+            seen: 0,
+            want_leaf,
+            leaf: None,
+            sizes: sizes.to_vec(),
+            roots,
+            last_size: sizes.iter().copied().max().unwrap_or(0),
+            edge: Vec::new(),
+            fault: None,
+        }
+    }
+
+    fn needed(&self) -> Option<usize> {
+        match self.stage {
+            ScanStage::Header => Some(EXPORT_HEADER_LEN),
+            ScanStage::Length => Some(2),
+            ScanStage::Entry(len) => Some(len),
+            ScanStage::Heads => None,
+        }
+    }
+
+    /// `buf` holds exactly what the stage needs.
+    fn advance(&mut self) {
+        self.stage = match self.stage {
+            ScanStage::Header => {
+                let magic = ward_audit::export::EXPORT_MAGIC;
+                if !self.buf.starts_with(magic) {
+                    self.fault = Some(ward_audit::DecodeError::BadMagic);
+                } else if self.buf[magic.len()] != ward_audit::export::EXPORT_VERSION {
+                    let version = self.buf[magic.len()];
+                    self.fault = Some(ward_audit::DecodeError::UnsupportedVersion(version));
+                }
+                let mut count = [0u8; 8];
+                count.copy_from_slice(&self.buf[EXPORT_HEADER_LEN - 8..]);
+                self.announced = u64::from_be_bytes(count);
+                self.after_entry()
+            }
+            ScanStage::Length => {
+                ScanStage::Entry(usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]])))
+            }
+            ScanStage::Entry(_) => {
+                self.entry();
+                self.after_entry()
+            }
+            ScanStage::Heads => ScanStage::Heads,
+        };
+        self.buf.clear();
+    }
+
+    fn after_entry(&self) -> ScanStage {
+        if self.seen < self.announced {
+            ScanStage::Length
+        } else {
+            ScanStage::Heads
+        }
+    }
+
+    fn entry(&mut self) {
+        let index = self.seen;
+        self.seen += 1;
+        if index >= self.last_size && self.want_leaf != Some(index) {
+            return;
+        }
+        let hash = leaf_hash(&self.buf);
+        if self.want_leaf == Some(index) {
+            self.leaf = Some(hash);
+        }
+        if index >= self.last_size {
+            return;
+        }
+        let mut node = (0u32, hash);
+        while let Some(&(height, left)) = self.edge.last() {
+            if height != node.0 {
+                break;
+            }
+            self.edge.pop();
+            node = (height + 1, node_hash(&left, &node.1));
+        }
+        self.edge.push(node);
+        let size = self.seen;
+        if self.sizes.contains(&size) {
+            let root = self.edge_root();
+            for (wanted, slot) in self.sizes.iter().zip(&mut self.roots) {
+                if *wanted == size {
+                    *slot = Some(root);
+                }
+            }
+        }
+    }
+
+    fn edge_root(&self) -> Hash {
+        self.edge
+            .iter()
+            .rev()
+            .map(|(_, hash)| *hash)
+            .reduce(|right, left| node_hash(&left, &right))
+            .unwrap_or(EMPTY_ROOT)
+    }
+}
+
+impl std::io::Write for LeafScan {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let written = data.len();
+        while let Some(need) = self.needed() {
+            if self.fault.is_some() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not an audit export",
+                ));
+            }
+            if self.buf.len() == need {
+                self.advance();
+                continue;
+            }
+            if data.is_empty() {
+                break;
+            }
+            let take = (need - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What [`check_consistency`] verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsistencyChecked {
+    /// The old head.
+    pub old: TreeHead,
+    /// The new head.
+    pub new: TreeHead,
+}
+
+impl fmt::Display for ConsistencyChecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "consistent: tree size {} (signed {}, root {}) is a prefix of tree size {} \
+             (signed {}, root {})",
+            self.old.tree_size,
+            Utc(self.old.timestamp_ms),
+            hex::encode(self.old.root),
+            self.new.tree_size,
+            Utc(self.new.timestamp_ms),
+            hex::encode(self.new.root),
+        )
+    }
+}
+
+/// The auditor's check, needing nothing but its arguments: both signed
+/// heads (hex of their 113-byte encoding) verify under `relay_key`
+/// (strictly), the old one is not newer than the new one in size or time,
+/// and `proof` proves the old tree a prefix of the new one. `proof` holds
+/// hex hashes, each string one or several separated by commas; empty
+/// strings are ignored (an empty proof is no string, or `""`).
+pub fn check_consistency(
+    old_head: &str,
+    new_head: &str,
+    proof: &[String],
+    relay_key: &str,
+) -> Result<ConsistencyChecked, AdminError> {
+    let key = VerifyingKey::from_bytes(&parse_relay_key(relay_key)?)
+        .map_err(|_| AdminError::UnusableRelayKey)?;
+    if key.is_weak() {
+        return Err(AdminError::UnusableRelayKey);
+    }
+    let old = parse_signed_head("old head", old_head)?;
+    let new = parse_signed_head("new head", new_head)?;
+    let path = proof
+        .iter()
+        .flat_map(|text| text.split(','))
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .enumerate()
+        .map(|(position, text)| {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(text, &mut hash)
+                .map_err(|_| AdminError::InvalidProofHash { position })?;
+            Ok(hash)
+        })
+        .collect::<Result<Vec<Hash>, AdminError>>()?;
+    let old = *old
+        .verify(&key)
+        .map_err(|_| AdminError::HeadSignature { which: "old head" })?;
+    let new = *new
+        .verify(&key)
+        .map_err(|_| AdminError::HeadSignature { which: "new head" })?;
+    if old.tree_size > new.tree_size || old.timestamp_ms > new.timestamp_ms {
+        return Err(AdminError::HeadsOutOfOrder {
+            old_size: old.tree_size,
+            old_at: Utc(old.timestamp_ms),
+            new_size: new.tree_size,
+            new_at: Utc(new.timestamp_ms),
+        });
+    }
+    let inconsistent = |source| AdminError::HeadsInconsistent {
+        old_size: old.tree_size,
+        new_size: new.tree_size,
+        source,
+    };
+    if old.tree_size == new.tree_size && old.root != new.root {
+        return Err(inconsistent(AuditError::Equivocation {
+            tree_size: old.tree_size,
+        }));
+    }
+    verify_consistency(old.tree_size, new.tree_size, &old.root, &new.root, &path)
+        .map_err(inconsistent)?;
+    Ok(ConsistencyChecked { old, new })
+}
+
+fn parse_signed_head(which: &'static str, text: &str) -> Result<SignedTreeHead, AdminError> {
+    let bytes = hex::decode(text.trim()).map_err(|_| AdminError::HeadNotHex { which })?;
+    SignedTreeHead::decode(&bytes).map_err(|source| AdminError::HeadDecode { which, source })
+}
+
 // ----- time -----
 
 /// Milliseconds since the Unix epoch, printed as UTC
@@ -756,5 +1469,159 @@ mod tests {
         ));
         assert!(parse_relay_key("xyz").is_err());
         assert_eq!(parse_relay_key(&hex::encode(relay_key)).unwrap(), relay_key);
+    }
+
+    #[test]
+    fn the_leaf_scan_computes_leaf_hashes_and_roots_from_any_chunking() {
+        use std::io::Write as _;
+        use ward_audit::merkle::root_from_leaf_hashes;
+        use ward_audit::{AuditEntry, EventKind, Export};
+
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let entries: Vec<AuditEntry> = (0..37)
+            .map(|i| AuditEntry::new(i, T0 + i, EventKind::AuthSuccess))
+            .collect();
+        let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(&e.encode())).collect();
+        let export = Export {
+            relay_key: key.verifying_key().to_bytes(),
+            entries,
+            heads: Vec::new(),
+        }
+        .encode();
+        let sizes: Vec<u64> = (0..=37).collect();
+        for chunk in [1, 2, 7, 113, export.len()] {
+            for want in [0, 5, 36] {
+                let mut scan = LeafScan::new(Some(want), &sizes);
+                for piece in export.chunks(chunk) {
+                    scan.write_all(piece).unwrap();
+                }
+                assert_eq!(scan.stage, ScanStage::Heads);
+                assert_eq!(scan.seen, 37);
+                assert_eq!(scan.leaf, Some(leaves[want as usize]));
+                for (size, root) in sizes.iter().zip(&scan.roots) {
+                    assert_eq!(
+                        *root,
+                        Some(root_from_leaf_hashes(&leaves[..*size as usize])),
+                        "size {size}, chunks of {chunk}"
+                    );
+                }
+            }
+        }
+        // Only the sizes asked for are hashed; a bad header is refused.
+        let mut scan = LeafScan::new(None, &[3]);
+        scan.write_all(&export).unwrap();
+        assert_eq!(scan.roots, [Some(root_from_leaf_hashes(&leaves[..3]))]);
+        assert_eq!(scan.edge.len(), 2);
+        let mut bad = export.clone();
+        bad[0] ^= 1;
+        let mut scan = LeafScan::new(None, &[3]);
+        assert!(scan.write_all(&bad).is_err());
+        assert_eq!(scan.fault, Some(ward_audit::DecodeError::BadMagic));
+    }
+
+    #[test]
+    fn proofs_are_checked_against_the_stored_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path());
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let vk = key.verifying_key();
+        assert!(matches!(
+            prove_inclusion(&s, Some(&vk), 0, None),
+            Err(AdminError::NoTreeHead)
+        ));
+        for (i, name) in ["a", "b", "c", "d", "e", "f", "g"].iter().enumerate() {
+            add_user(&s, name, "nurse", T0 + i as u64).unwrap();
+            if i == 2 {
+                s.issue_tree_head(&key, T0 + 3).unwrap();
+            }
+        }
+        s.issue_tree_head(&key, T0 + 10).unwrap();
+        let heads = list_heads(&s, Some(&vk)).unwrap();
+        assert_eq!(heads.0.len(), 2);
+        assert_eq!(heads.to_string().lines().count(), 2);
+        assert!(matches!(list_heads(&s, None), Err(AdminError::NoAuditKey)));
+        assert!(matches!(
+            list_heads(&s, Some(&SigningKey::from_bytes(&[8; 32]).verifying_key())),
+            Err(AdminError::StoredLog(AuditError::HeadSignature { head: 0 }))
+        ));
+
+        for size in 1..=7 {
+            for index in 0..size {
+                let report = prove_inclusion(&s, Some(&vk), index, Some(size)).unwrap();
+                verify_inclusion(&report.leaf_hash, index, size, &report.proof, &report.root)
+                    .unwrap();
+                assert_eq!(report.head.is_some(), size == 3 || size == 7);
+            }
+            for from in 0..=size {
+                let report = prove_consistency(&s, Some(&vk), from, Some(size)).unwrap();
+                verify_consistency(
+                    from,
+                    size,
+                    &report.from_root,
+                    &report.to_root,
+                    &report.proof,
+                )
+                .unwrap();
+            }
+        }
+        let report = prove_consistency(&s, Some(&vk), 3, None).unwrap();
+        let checked = check_consistency(
+            &hex::encode(heads.0[0].encode()),
+            &hex::encode(heads.0[1].encode()),
+            &[report
+                .proof
+                .iter()
+                .map(hex::encode)
+                .collect::<Vec<_>>()
+                .join(",")],
+            &hex::encode(vk.to_bytes()),
+        )
+        .unwrap();
+        assert_eq!((checked.old.tree_size, checked.new.tree_size), (3, 7));
+        assert!(checked.to_string().starts_with("consistent: tree size 3 "));
+        // Two heads of one size with different roots: equivocation.
+        let forged = ward_audit::TreeHead {
+            root: [0; 32],
+            ..heads.0[1].head
+        }
+        .sign(&key);
+        assert!(matches!(
+            check_consistency(
+                &hex::encode(heads.0[1].encode()),
+                &hex::encode(forged.encode()),
+                &[],
+                &hex::encode(vk.to_bytes()),
+            ),
+            Err(AdminError::HeadsInconsistent {
+                source: AuditError::Equivocation { tree_size: 7 },
+                ..
+            })
+        ));
+        // A small-order key is refused as a key, not as a signature.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(matches!(
+            check_consistency("", "", &[], &hex::encode(identity)),
+            Err(AdminError::UnusableRelayKey)
+        ));
+
+        assert!(matches!(
+            prove_inclusion(&s, Some(&vk), 7, None),
+            Err(AdminError::IndexOutOfRange {
+                index: 7,
+                tree_size: 7
+            })
+        ));
+        assert!(matches!(
+            prove_inclusion(&s, Some(&vk), 0, Some(8)),
+            Err(AdminError::SizeOutOfRange {
+                size: 8,
+                log_size: 7
+            })
+        ));
+        assert!(matches!(
+            prove_consistency(&s, Some(&vk), 5, Some(4)),
+            Err(AdminError::SizesOutOfOrder { from: 5, to: 4 })
+        ));
     }
 }

@@ -11,7 +11,14 @@
 //! ward-relay admin queue show <user>
 //! ward-relay audit export --out FILE
 //! ward-relay audit verify FILE [--relay-key HEX]
+//! ward-relay audit heads
+//! ward-relay audit prove-inclusion --index I [--size N]
+//! ward-relay audit prove-consistency --from M [--to N]
+//! ward-relay audit check-consistency --old-head HEX --new-head HEX [--proof HEX,...] --relay-key HEX
 //! ```
+//!
+//! The audit commands' output formats are specified in
+//! spec/09-audit-log.md, "The `ward-relay audit` command".
 //!
 //! Every command takes `--config` and `--data-dir`. Results go to standard
 //! output, logs (RUST_LOG, default `info`; text or JSON per the
@@ -68,7 +75,8 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// Exports and verifies the audit log.
+    /// Exports and verifies the audit log; lists its signed tree heads;
+    /// prints and checks inclusion and consistency proofs.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -165,6 +173,54 @@ enum AuditCommand {
         /// public half of the data directory's audit signing key).
         #[arg(long, value_name = "HEX")]
         relay_key: Option<String>,
+    },
+    /// Lists the signed tree heads, oldest first, one per line: tree size,
+    /// timestamp (ms since the Unix epoch), timestamp (UTC), root (hex),
+    /// the encoded signed head (hex).
+    Heads,
+    /// Prints an inclusion proof of one entry, verified first: `key value`
+    /// lines `index`, `tree-size`, `leaf-hash`, `root`, `signed-head` (if a
+    /// head of that size exists), then one `proof` line per hash.
+    ProveInclusion {
+        /// The entry's index (its sequence number, from 0).
+        #[arg(long, value_name = "I")]
+        index: u64,
+        /// The tree size to prove inclusion in (default: the size of the
+        /// latest signed tree head).
+        #[arg(long, value_name = "N")]
+        size: Option<u64>,
+    },
+    /// Prints a consistency proof between two tree sizes, verified first:
+    /// `key value` lines `from-size`, `to-size`, `from-root`, `to-root`,
+    /// `from-head` and `to-head` (if heads of those sizes exist), then one
+    /// `proof` line per hash.
+    ProveConsistency {
+        /// The older tree size.
+        #[arg(long, value_name = "M")]
+        from: u64,
+        /// The newer tree size (default: the size of the latest signed tree
+        /// head).
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+    },
+    /// Checks, without a data directory, that a newer signed tree head
+    /// extends an older one: both verify under the relay key and the
+    /// consistency proof between them verifies.
+    CheckConsistency {
+        /// The older signed tree head, hex (as `heads` prints it).
+        #[arg(long, value_name = "HEX")]
+        old_head: String,
+        /// The newer signed tree head, hex.
+        #[arg(long, value_name = "HEX")]
+        new_head: String,
+        /// The consistency proof's hashes, hex, comma-separated or repeated
+        /// (none, or empty, for an empty proof).
+        #[arg(long, value_name = "HEX[,HEX...]")]
+        proof: Vec<String>,
+        /// The relay's audit public key, 64 hexadecimal digits, obtained out
+        /// of band.
+        #[arg(long, value_name = "HEX")]
+        relay_key: String,
     },
 }
 
@@ -311,8 +367,51 @@ fn run_audit(config: &RelayConfig, command: AuditCommand) -> Result<(), CliError
             let report = admin::verify(&file, expected)?;
             println!("{report}");
         }
+        AuditCommand::Heads => {
+            let storage = open_storage(config)?;
+            let key = data_dir_verifying_key(&config.data_dir)?;
+            print!("{}", admin::list_heads(&storage, key.as_ref())?);
+        }
+        AuditCommand::ProveInclusion { index, size } => {
+            let storage = open_storage(config)?;
+            let key = data_dir_verifying_key(&config.data_dir)?;
+            print!(
+                "{}",
+                admin::prove_inclusion(&storage, key.as_ref(), index, size)?
+            );
+        }
+        AuditCommand::ProveConsistency { from, to } => {
+            let storage = open_storage(config)?;
+            let key = data_dir_verifying_key(&config.data_dir)?;
+            print!(
+                "{}",
+                admin::prove_consistency(&storage, key.as_ref(), from, to)?
+            );
+        }
+        AuditCommand::CheckConsistency {
+            old_head,
+            new_head,
+            proof,
+            relay_key,
+        } => {
+            // Touches no data directory: the auditor's side.
+            print!(
+                "{}",
+                admin::check_consistency(&old_head, &new_head, &proof, &relay_key)?
+            );
+        }
     }
     Ok(())
+}
+
+/// The data directory's audit public key, or `None` if it has none (then
+/// no stored head can be checked; the commands say so if one must be).
+fn data_dir_verifying_key(data_dir: &Path) -> Result<Option<ward_audit::VerifyingKey>, CliError> {
+    match keys::load_audit_verifying_key(data_dir) {
+        Ok(key) => Ok(Some(key)),
+        Err(KeyError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn data_dir_relay_key(data_dir: &Path) -> Result<[u8; 32], CliError> {

@@ -259,3 +259,393 @@ fn serve_prints_its_address_and_pinned_fingerprint_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// `key value` lines, in order.
+fn fields(output: &str) -> Vec<(&str, &str)> {
+    output
+        .lines()
+        .map(|line| line.split_once(' ').unwrap_or_else(|| panic!("{line:?}")))
+        .collect()
+}
+
+/// The one value of `key`.
+fn field<'a>(output: &'a str, key: &str) -> &'a str {
+    let values: Vec<&str> = fields(output)
+        .into_iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values.len(), 1, "{key} in {output}");
+    values[0]
+}
+
+fn hash(text: &str) -> ward_audit::Hash {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).unwrap();
+    out
+}
+
+/// The `proof` lines, in order.
+fn proof(output: &str) -> Vec<ward_audit::Hash> {
+    fields(output)
+        .into_iter()
+        .filter(|(k, _)| *k == "proof")
+        .map(|(_, v)| hash(v))
+        .collect()
+}
+
+/// Exports (signing a head over everything) and returns the relay key.
+fn export_head(data: &Path, export: &Path) -> String {
+    let exported = ok(
+        data,
+        &["audit", "export", "--out", export.to_str().unwrap()],
+    );
+    exported
+        .lines()
+        .find_map(|l| l.strip_prefix("relay key  "))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn heads_and_proofs_are_printed_verified_and_checked_without_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let export = dir.path().join("audit.export");
+
+    // Two entries, a head of size 2; three more, a head of size 5.
+    ok(&data, &["admin", "user", "add", "alice", "--role", "nurse"]);
+    ok(&data, &["admin", "token", "issue", "alice"]);
+    let relay_key = export_head(&data, &export);
+    ok(&data, &["admin", "user", "add", "bob", "--role", "nurse"]);
+    ok(&data, &["admin", "token", "issue", "bob"]);
+    ok(
+        &data,
+        &["admin", "user", "add", "carol", "--role", "doctor"],
+    );
+    assert_eq!(export_head(&data, &export), relay_key);
+    let key = ward_audit::VerifyingKey::from_bytes(&hash(&relay_key)).unwrap();
+
+    // The entries as exported, to check the proofs against independently.
+    let exported = ward_audit::Export::decode(&std::fs::read(&export).unwrap()).unwrap();
+    let leaves: Vec<ward_audit::Hash> = exported
+        .entries
+        .iter()
+        .map(|e| ward_audit::leaf_hash(&e.encode()))
+        .collect();
+    assert_eq!(leaves.len(), 5);
+
+    // heads: one line per head, oldest first, five fields.
+    let heads = ok(&data, &["audit", "heads"]);
+    let lines: Vec<Vec<&str>> = heads
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .collect();
+    assert_eq!(lines.len(), 2, "{heads}");
+    let mut signed = Vec::new();
+    for (line, size) in lines.iter().zip([2u64, 5]) {
+        assert_eq!(line.len(), 5, "{line:?}");
+        let head = ward_audit::SignedTreeHead::decode(&hex::decode(line[4]).unwrap()).unwrap();
+        let verified = *head.verify(&key).unwrap();
+        assert_eq!(line[0], size.to_string());
+        assert_eq!(verified.tree_size, size);
+        assert_eq!(line[1], verified.timestamp_ms.to_string());
+        assert!(line[2].ends_with('Z') && line[2].contains('T'), "{line:?}");
+        assert_eq!(line[3], hex::encode(verified.root));
+        assert_eq!(
+            verified.root,
+            ward_audit::merkle::root_from_leaf_hashes(&leaves[..size as usize])
+        );
+        signed.push(line[4].to_owned());
+    }
+    assert_eq!(
+        exported
+            .heads
+            .iter()
+            .map(|h| hex::encode(h.encode()))
+            .collect::<Vec<_>>(),
+        signed
+    );
+
+    // prove-inclusion of entry 0 against the latest head.
+    let out = ok(&data, &["audit", "prove-inclusion", "--index", "0"]);
+    let keys: Vec<&str> = fields(&out).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "index",
+            "tree-size",
+            "leaf-hash",
+            "root",
+            "signed-head",
+            "proof",
+            "proof",
+            "proof"
+        ],
+        "{out}"
+    );
+    assert_eq!(field(&out, "index"), "0");
+    assert_eq!(field(&out, "tree-size"), "5");
+    assert_eq!(field(&out, "signed-head"), signed[1]);
+    let leaf = hash(field(&out, "leaf-hash"));
+    let root = hash(field(&out, "root"));
+    assert_eq!(leaf, leaves[0]);
+    let latest = ward_audit::SignedTreeHead::decode(&hex::decode(&signed[1]).unwrap()).unwrap();
+    assert_eq!(root, latest.verify(&key).unwrap().root);
+    ward_audit::verify_inclusion(&leaf, 0, 5, &proof(&out), &root).unwrap();
+
+    // At a size no head has: no signed-head line; the root is the entries'.
+    let out = ok(
+        &data,
+        &["audit", "prove-inclusion", "--index", "3", "--size", "4"],
+    );
+    assert!(!out.contains("signed-head"), "{out}");
+    let root = hash(field(&out, "root"));
+    assert_eq!(
+        root,
+        ward_audit::merkle::root_from_leaf_hashes(&leaves[..4])
+    );
+    ward_audit::verify_inclusion(&leaves[3], 3, 4, &proof(&out), &root).unwrap();
+
+    // prove-consistency from the first head's size to the latest head.
+    let out = ok(&data, &["audit", "prove-consistency", "--from", "2"]);
+    assert_eq!(field(&out, "from-size"), "2");
+    assert_eq!(field(&out, "to-size"), "5");
+    assert_eq!(field(&out, "from-head"), signed[0]);
+    assert_eq!(field(&out, "to-head"), signed[1]);
+    let path = proof(&out);
+    assert!(!path.is_empty());
+    ward_audit::verify_consistency(
+        2,
+        5,
+        &hash(field(&out, "from-root")),
+        &hash(field(&out, "to-root")),
+        &path,
+    )
+    .unwrap();
+    let proof_arg = path.iter().map(hex::encode).collect::<Vec<_>>().join(",");
+
+    // check-consistency: the auditor's side, with no data directory.
+    let nowhere = dir.path().join("nowhere");
+    let check = |old: &str, new: &str, proof: &str, key: &str| {
+        ward_relay(
+            &nowhere,
+            &[
+                "audit",
+                "check-consistency",
+                "--old-head",
+                old,
+                "--new-head",
+                new,
+                "--proof",
+                proof,
+                "--relay-key",
+                key,
+            ],
+        )
+    };
+    let out = check(&signed[0], &signed[1], &proof_arg, &relay_key);
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.starts_with("consistent: tree size 2 ") && line.contains(" tree size 5 "),
+        "{line}"
+    );
+    assert!(
+        !nowhere.exists(),
+        "check-consistency touched a data directory"
+    );
+    // The proof hashes may also be given one --proof each.
+    let mut args = vec![
+        "audit",
+        "check-consistency",
+        "--old-head",
+        &signed[0],
+        "--new-head",
+        &signed[1],
+        "--relay-key",
+        &relay_key,
+    ];
+    let hexes: Vec<String> = path.iter().map(hex::encode).collect();
+    for h in &hexes {
+        args.extend(["--proof", h.as_str()]);
+    }
+    ok(&nowhere, &args);
+    // A head is consistent with itself, with an empty proof.
+    let out = check(&signed[1], &signed[1], "", &relay_key);
+    assert!(out.status.success(), "{out:?}");
+
+    // Each failure: status 1, one line, saying what is wrong.
+    let failure = |out: Output| {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("ward-relay: error: "), "{stderr}");
+        stderr
+    };
+    // A flipped proof byte.
+    let mut flipped = proof_arg.clone().into_bytes();
+    flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+    let line = failure(check(
+        &signed[0],
+        &signed[1],
+        std::str::from_utf8(&flipped).unwrap(),
+        &relay_key,
+    ));
+    assert!(
+        line.contains("NOT consistent") && line.contains("consistency proof does not verify"),
+        "{line}"
+    );
+    // A missing proof hash.
+    let short = hexes[1..].join(",");
+    let line = failure(check(&signed[0], &signed[1], &short, &relay_key));
+    assert!(line.contains("NOT consistent"), "{line}");
+    // The heads swapped.
+    let line = failure(check(&signed[1], &signed[0], &proof_arg, &relay_key));
+    assert!(line.contains("swapped"), "{line}");
+    // Another relay's key.
+    let other = hex::encode(
+        ward_audit::SigningKey::from_bytes(&[7; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    let line = failure(check(&signed[0], &signed[1], &proof_arg, &other));
+    assert!(
+        line.contains("old head: signature does not verify under the relay key"),
+        "{line}"
+    );
+    // A head altered (one byte of its root).
+    let mut altered = hex::decode(&signed[1]).unwrap();
+    altered[20] ^= 1;
+    let line = failure(check(
+        &signed[0],
+        &hex::encode(altered),
+        &proof_arg,
+        &relay_key,
+    ));
+    assert!(
+        line.contains("new head: signature does not verify"),
+        "{line}"
+    );
+    // Malformed arguments.
+    let line = failure(check("zz", &signed[1], &proof_arg, &relay_key));
+    assert!(
+        line.contains("old head: expected hexadecimal digits"),
+        "{line}"
+    );
+    let line = failure(check(&signed[0][..200], &signed[1], &proof_arg, &relay_key));
+    assert!(
+        line.contains("old head: not an encoded signed tree head"),
+        "{line}"
+    );
+    let line = failure(check(&signed[0], &signed[1], "abcd", &relay_key));
+    assert!(line.contains("proof hash 0"), "{line}");
+    let line = failure(check(&signed[0], &signed[1], &proof_arg, "xyz"));
+    assert!(line.contains("invalid relay key"), "{line}");
+    assert!(!nowhere.exists());
+}
+
+#[test]
+fn proof_requests_out_of_range_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // No head yet: nothing listed; a default size is refused.
+    assert_eq!(ok(&data, &["audit", "heads"]), "");
+    let line = fails(&data, &["audit", "prove-inclusion", "--index", "0"]);
+    assert!(line.contains("no signed tree head"), "{line}");
+    let line = fails(&data, &["audit", "prove-consistency", "--from", "0"]);
+    assert!(line.contains("no signed tree head"), "{line}");
+
+    ok(&data, &["admin", "user", "add", "alice", "--role", "nurse"]);
+    let export = dir.path().join("audit.export");
+    export_head(&data, &export);
+
+    // A one-entry tree: no proof hashes, the root is the leaf hash.
+    let out = ok(&data, &["audit", "prove-inclusion", "--index", "0"]);
+    assert!(proof(&out).is_empty(), "{out}");
+    assert_eq!(field(&out, "leaf-hash"), field(&out, "root"));
+
+    for index in ["1", "18446744073709551615"] {
+        let line = fails(&data, &["audit", "prove-inclusion", "--index", index]);
+        assert!(
+            line.contains(&format!("entry index {index} is out of range")),
+            "{line}"
+        );
+    }
+    let line = fails(
+        &data,
+        &["audit", "prove-inclusion", "--index", "0", "--size", "2"],
+    );
+    assert!(line.contains("tree size 2 is out of range"), "{line}");
+    let line = fails(
+        &data,
+        &["audit", "prove-inclusion", "--index", "0", "--size", "0"],
+    );
+    assert!(line.contains("out of range"), "{line}");
+    let line = fails(&data, &["audit", "prove-consistency", "--from", "2"]);
+    assert!(line.contains("larger than 1"), "{line}");
+    let line = fails(
+        &data,
+        &["audit", "prove-consistency", "--from", "0", "--to", "9"],
+    );
+    assert!(line.contains("tree size 9 is out of range"), "{line}");
+
+    // The edges: from the empty tree, and from a tree to itself.
+    let out = ok(&data, &["audit", "prove-consistency", "--from", "0"]);
+    assert_eq!(
+        field(&out, "from-root"),
+        hex::encode(ward_audit::EMPTY_ROOT)
+    );
+    assert!(
+        !out.contains("from-head") && proof(&out).is_empty(),
+        "{out}"
+    );
+    let out = ok(&data, &["audit", "prove-consistency", "--from", "1"]);
+    assert_eq!(field(&out, "from-head"), field(&out, "to-head"));
+    assert!(proof(&out).is_empty(), "{out}");
+
+    // A usage error (a negative index) is clap's, with status 2.
+    let out = ward_relay(&data, &["audit", "prove-inclusion", "--index", "-1"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_tampered_store_is_refused_not_proved() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&data, &["admin", "user", "add", "alice", "--role", "nurse"]);
+    ok(&data, &["admin", "user", "add", "bob", "--role", "nurse"]);
+    export_head(&data, &dir.path().join("audit.export"));
+    ok(&data, &["audit", "prove-inclusion", "--index", "1"]);
+
+    // Rewrite entry 0 behind the relay's back (alice becomes alicf): the
+    // leaf hashes and the signed head still describe the old entry.
+    let db = rusqlite::Connection::open(data.join(ward_relay::storage::DATABASE_FILE)).unwrap();
+    db.execute_batch("DROP TRIGGER audit_entries_no_update")
+        .unwrap();
+    let entry: Vec<u8> = db
+        .query_row("SELECT entry FROM audit_entries WHERE seq = 0", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    let at = entry.windows(5).position(|w| w == b"alice").unwrap();
+    let mut changed = entry.clone();
+    changed[at + 4] = b'f';
+    db.execute(
+        "UPDATE audit_entries SET entry = ?1 WHERE seq = 0",
+        [&changed],
+    )
+    .unwrap();
+    drop(db);
+
+    for args in [
+        &["audit", "prove-inclusion", "--index", "1"][..],
+        &["audit", "prove-inclusion", "--index", "0", "--size", "1"],
+        &["audit", "prove-consistency", "--from", "1"],
+    ] {
+        let line = fails(&data, args);
+        assert!(line.contains("does not check out"), "{args:?}: {line}");
+    }
+}
