@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ward_audit::UserId;
-use ward_client::Messenger;
+use ward_client::{
+    Event, IncomingMessage, Message, Messenger, MessengerOptions, Priority, ReceiptKind, StorageKey,
+};
 use ward_relay::config::RelayConfig;
 use ward_relay::metrics::Metrics;
 use ward_relay::storage::{Role, Storage};
@@ -59,63 +61,79 @@ async fn main() -> Result<(), Error> {
             now_ms(),
         )?;
     }
-    let mut okafor_phone = Messenger::enroll(addr, fingerprint, &enroll("dr.okafor")?).await?;
-    let mut okafor_desk = Messenger::enroll(addr, fingerprint, &enroll("dr.okafor")?).await?;
-    let mut lindqvist_phone =
-        Messenger::enroll(addr, fingerprint, &enroll("rn.lindqvist")?).await?;
-    let mut lindqvist_tablet =
-        Messenger::enroll(addr, fingerprint, &enroll("rn.lindqvist")?).await?;
-    println!("four devices enrolled and connected");
+    // Each device keeps its keys, sessions and messages in a sealed store;
+    // the storage key would come from the platform's key store.
+    let stores = data_dir.join("devices");
+    std::fs::create_dir_all(&stores)?;
+    let options = || MessengerOptions {
+        auto_lock_after: None,
+        ..MessengerOptions::default()
+    };
+    let mut key_byte = 0u8;
+    let mut device = |user: &str, name: &str| {
+        key_byte += 1;
+        let key = StorageKey::new([key_byte; 32]);
+        let path = stores.join(format!("{name}.ward"));
+        let token = enroll(user);
+        async move {
+            let token = token?;
+            let messenger =
+                Messenger::enroll(&path, &key, addr, fingerprint, &token, options()).await?;
+            Ok::<_, Error>((messenger, path, key))
+        }
+    };
+    let (mut okafor_phone, ..) = device("dr.okafor", "okafor-phone").await?;
+    let (mut okafor_desk, ..) = device("dr.okafor", "okafor-desktop").await?;
+    let (mut lindqvist_phone, ..) = device("rn.lindqvist", "lindqvist-phone").await?;
+    let (lindqvist_tablet, tablet_path, tablet_key) =
+        device("rn.lindqvist", "lindqvist-tablet").await?;
+    println!("four devices enrolled, each with its sealed store");
+    // The tablet goes offline; it will catch up when reopened.
+    lindqvist_tablet.close().await;
 
-    lindqvist_phone
-        .send(&["dr.okafor"], b"Bed 4: potassium 6.1, please review")
+    let urgent = lindqvist_phone
+        .send(
+            &["dr.okafor"],
+            Message::urgent("Bed 4: potassium 6.1, please review"),
+        )
         .await?;
-    for (name, device) in [
-        ("Okafor's phone", &mut okafor_phone),
-        ("Okafor's desktop", &mut okafor_desk),
-        ("Lindqvist's tablet", &mut lindqvist_tablet),
-    ] {
-        let got = device.receive().await?;
-        println!(
-            "{name:<20} <- {}: {}",
-            got.sender_user,
-            String::from_utf8_lossy(&got.plaintext)
-        );
-    }
+    let got = next_message(&mut okafor_phone, "Okafor's phone").await?;
+    next_message(&mut okafor_desk, "Okafor's desktop").await?;
     okafor_desk
-        .send(&["rn.lindqvist"], b"On my way. Repeat the sample.")
+        .send(
+            &["rn.lindqvist"],
+            Message::text("On my way. Repeat the sample."),
+        )
         .await?;
-    for (name, device) in [
-        ("Lindqvist's phone", &mut lindqvist_phone),
-        ("Lindqvist's tablet", &mut lindqvist_tablet),
-        ("Okafor's phone", &mut okafor_phone),
-    ] {
-        let got = device.receive().await?;
-        println!(
-            "{name:<20} <- {}: {}",
-            got.sender_user,
-            String::from_utf8_lossy(&got.plaintext)
-        );
+    next_message(&mut lindqvist_phone, "Lindqvist's phone").await?;
+    next_message(&mut okafor_phone, "Okafor's phone").await?;
+    // Okafor read the urgent message on the phone: a read receipt.
+    okafor_phone
+        .send_receipt(&got.sender_user, ReceiptKind::Read, &[urgent])
+        .await?;
+    let mut read = false;
+    while !read {
+        if let Event::Receipt {
+            from_user, kind, ..
+        } = next_event(&mut lindqvist_phone).await?
+        {
+            println!(
+                "{:<20} <- {from_user}: {kind:?} receipt",
+                "Lindqvist's phone"
+            );
+            read = kind == ReceiptKind::Read;
+        }
     }
 
-    let safety = ward_core::SafetyNumber::new(
-        ward_core::Party {
-            user_id: b"dr.okafor",
-            devices: &[
-                okafor_phone.identity().clone(),
-                okafor_desk.identity().clone(),
-            ],
-        },
-        ward_core::Party {
-            user_id: b"rn.lindqvist",
-            devices: &[
-                lindqvist_phone.identity().clone(),
-                lindqvist_tablet.identity().clone(),
-            ],
-        },
-    )?;
+    let mut lindqvist_tablet = Messenger::open(&tablet_path, &tablet_key, options()).await?;
+    println!("Lindqvist's tablet reopened its store and reconnected");
+    for _ in 0..2 {
+        next_message(&mut lindqvist_tablet, "Lindqvist's tablet").await?;
+    }
+
+    let safety = okafor_phone.safety_number("rn.lindqvist")?;
     println!(
-        "safety number both clinicians compare:\n  {}",
+        "safety number Dr Okafor's phone shows for Lindqvist:\n  {}",
         safety.grouped()
     );
 
@@ -134,6 +152,40 @@ async fn main() -> Result<(), Error> {
     drop(storage);
     std::fs::remove_dir_all(&data_dir)?;
     Ok(())
+}
+
+/// The next event, within ten seconds.
+async fn next_event(device: &mut Messenger) -> Result<Event, Error> {
+    Ok(tokio::time::timeout(std::time::Duration::from_secs(10), device.next_event()).await??)
+}
+
+/// Waits for the next message (printing receipts on the way) and prints it.
+async fn next_message(device: &mut Messenger, name: &str) -> Result<IncomingMessage, Error> {
+    loop {
+        match next_event(device).await? {
+            Event::Message(m) => {
+                let flag = match m.message.priority {
+                    Priority::Urgent => "URGENT ",
+                    Priority::Routine => "",
+                };
+                let own = if m.from_own_device {
+                    " (sent from another of my devices)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{name:<20} <- {}: {flag}{}{own}",
+                    m.sender_user, m.message.text
+                );
+                return Ok(m);
+            }
+            Event::Receipt {
+                from_user, kind, ..
+            } => println!("{name:<20} <- {from_user}: {kind:?} receipt"),
+            Event::NewDevice { user, .. } => println!("{name:<20}    new device of {user}"),
+            _ => {}
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

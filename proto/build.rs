@@ -1,7 +1,11 @@
 //! Compiles `schemas/*.proto` with protox, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let schemas = ["schemas/ward_core.proto", "schemas/ward_relay.proto"];
+    let schemas = [
+        "schemas/ward_core.proto",
+        "schemas/ward_relay.proto",
+        "schemas/ward_content.proto",
+    ];
     for schema in schemas {
         println!("cargo:rerun-if-changed={schema}");
     }
@@ -18,6 +22,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.btree_map(["."]);
     for path in secret_messages {
+        config.skip_debug([path]);
+        config.type_attribute(
+            path,
+            "#[derive(::zeroize::Zeroize, ::zeroize::ZeroizeOnDrop)]",
+        );
+    }
+    // Message content (spec/12): no derived Debug (it would print patient
+    // data and attachment keys) and zeroized on drop. `Content` holds only
+    // its oneof, whose members clear themselves.
+    config.skip_debug([".ward.content.v1.Content"]);
+    for path in [
+        ".ward.content.v1.Message",
+        ".ward.content.v1.Attachment",
+        ".ward.content.v1.Receipt",
+        ".ward.content.v1.Content.body",
+    ] {
         config.skip_debug([path]);
         config.type_attribute(
             path,

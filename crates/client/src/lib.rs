@@ -3,20 +3,28 @@
 //! [`RelayConnection`] is the relay protocol (spec/08) from the device's
 //! side: a pinned QUIC connection, authentication bound to the TLS
 //! session, one request per stream, and the delivery stream.
-//! [`Messenger`] is a device on top of it: keys, sessions, fan-out to
-//! every device of the addressed users, decryption of what is pushed.
-//! [`Store`] is the device's sealed local store (spec/11): keys, sessions,
-//! contacts and messages in SQLite, sealed under the app's [`StorageKey`].
+//! [`Messenger`] is a persistent device on top of it and of [`Store`], the
+//! device's sealed local store (spec/11): keys, sessions, contacts and
+//! messages in SQLite, sealed under the app's [`StorageKey`]. It fans
+//! messages out to every device of the addressed users and of its own
+//! user, de-duplicates and acknowledges what is pushed, sends receipts,
+//! keeps its prekeys supplied, and locks after inactivity.
+//! [`content`] is the message content format carried inside each ratchet
+//! message (spec/12).
 
 #![forbid(unsafe_code)]
 
 mod connection;
+pub mod content;
 mod messenger;
 mod store;
 mod tls;
 
 pub use self::connection::{Deliveries, RelayConnection};
-pub use self::messenger::{Incoming, Messenger};
+pub use self::content::{
+    Attachment, AttachmentKey, Content, ContentError, Message, Priority, Receipt, ReceiptKind,
+};
+pub use self::messenger::{Event, IncomingMessage, Messenger, MessengerOptions};
 pub use self::store::{
     APPLICATION_ID, DeviceRecord, IdentityStatus, Insertion, KnownIdentity, MAX_NAME_LEN,
     MAX_VALUE_LEN, MessageRef, OutboxStatus, OutgoingMessage, ReceivedMessage, RelayInfo,
@@ -60,6 +68,34 @@ pub enum ClientError {
     /// The relay answered with a response of the wrong kind.
     #[error("unexpected response from the relay")]
     UnexpectedResponse,
+    /// The device store failed (a wrong storage key is
+    /// `Store(StoreError::WrongKey)`).
+    #[error("device store: {0}")]
+    Store(#[from] StoreError),
+    /// The messenger is locked ([`Messenger::lock`], or automatically after
+    /// inactivity): unlock it with the storage key.
+    #[error("the messenger is locked")]
+    Locked,
+    /// Message content did not encode or decode (spec/12).
+    #[error("message content: {0}")]
+    Content(#[from] ContentError),
+    /// There is no enrolled device in this store.
+    #[error("no device is enrolled in this store")]
+    NotEnrolled,
+    /// The store already holds an enrolled device.
+    #[error("this store already holds an enrolled device")]
+    AlreadyEnrolled,
+    /// A prekey bundle's identity is not that of the device the relay
+    /// listed, or a bundle came for a device not asked for (spec/08,
+    /// RLY-20).
+    #[error("a prekey bundle does not match the device it was claimed for")]
+    BundleMismatch,
+    /// A device the send must reach has published no prekeys yet.
+    #[error("a recipient device cannot be reached yet (no prekeys)")]
+    NoBundle,
+    /// No device of this contact is known yet.
+    #[error("no device of this contact is known")]
+    UnknownContact,
 }
 
 impl ClientError {

@@ -796,6 +796,18 @@ impl Store {
         })
     }
 
+    /// Whether a message from `sender_device` with `message_id` is stored:
+    /// a redelivery to acknowledge again without decrypting it (spec/08,
+    /// RLY-28).
+    pub fn is_received(&self, sender_device: &[u8; 32], message_id: &[u8; 16]) -> Result<bool> {
+        let keys = self.keys()?;
+        let tag = keys.tag(TAG_INCOMING, &[sender_device, message_id]);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM incoming WHERE tag = ?1")?;
+        Ok(stmt.exists([tag])?)
+    }
+
     /// Every stored received message, in the order stored.
     pub fn received(&self) -> Result<Vec<ReceivedMessage>> {
         self.list_incoming("SELECT tag, acknowledged, value FROM incoming ORDER BY seq")

@@ -1,0 +1,560 @@
+//! `Messenger` end to end, against a real relay on 127.0.0.1: persistent
+//! devices over the sealed store, fan-out to several devices, restarts,
+//! de-duplication after a crash, identity events, receipts, locking and
+//! wiping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ward_audit::UserId;
+use ward_client::{
+    ClientError, Event, IncomingMessage, Message, Messenger, MessengerOptions, Priority,
+    ReceiptKind, StorageKey, StoreError,
+};
+use ward_relay::metrics::Metrics;
+use ward_relay::server::{Limits, Relay, RelayOptions};
+use ward_relay::storage::{SqliteStorage, Storage, StorageConfig};
+
+const HOUR_MS: u64 = 3_600_000;
+/// Every test ends within this time.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait for one event.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+struct TestRelay {
+    relay: Option<Relay>,
+    storage: Arc<SqliteStorage>,
+    fingerprint: [u8; 32],
+    addr: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl TestRelay {
+    fn start() -> Self {
+        Self::start_with(Limits::default())
+    }
+
+    fn start_with(limits: Limits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let relay_dir = dir.path().join("relay");
+        std::fs::create_dir_all(&relay_dir).unwrap();
+        let storage = Arc::new(
+            SqliteStorage::open(
+                &relay_dir,
+                StorageConfig {
+                    max_queue_depth: limits.max_queue_depth,
+                    max_one_time_prekeys: limits.max_one_time_prekeys,
+                    ..StorageConfig::default()
+                },
+            )
+            .unwrap(),
+        );
+        let tls = ward_relay::tls::load_or_create(&relay_dir, None).unwrap();
+        let audit_key = ward_relay::keys::load_or_create_audit_key(&relay_dir).unwrap();
+        let relay = Relay::start(
+            RelayOptions {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                server_config: ward_relay::tls::server_config(&tls, &limits).unwrap(),
+                limits,
+                audit_key,
+                tree_head_interval: Duration::from_millis(500),
+                expiry_interval: Duration::from_millis(200),
+                revocation_poll_interval: Duration::from_millis(200),
+            },
+            Arc::clone(&storage) as Arc<dyn Storage>,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        Self {
+            addr: relay.local_addr().unwrap(),
+            relay: Some(relay),
+            storage,
+            fingerprint: tls.fingerprint,
+            dir,
+        }
+    }
+
+    fn add_user(&self, user: &str) {
+        let role = ward_relay::storage::Role::new("clinician").unwrap();
+        self.storage
+            .create_user(&UserId::new(user).unwrap(), &role, None, now_ms())
+            .unwrap();
+    }
+
+    fn token(&self, user: &str) -> String {
+        let (token, hash) = ward_relay::keys::new_enrollment_token();
+        self.storage
+            .issue_enrollment_token(
+                &hash,
+                &UserId::new(user).unwrap(),
+                None,
+                now_ms(),
+                now_ms() + HOUR_MS,
+            )
+            .unwrap();
+        token
+    }
+
+    /// Where the store of device `name` lives.
+    fn store_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.ward"))
+    }
+
+    async fn enroll(&self, user: &str, name: &str, options: MessengerOptions) -> Messenger {
+        Messenger::enroll(
+            self.store_path(name),
+            &key_of(name),
+            self.addr,
+            self.fingerprint,
+            &self.token(user),
+            options,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn stop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// A storage key per device name (the app would keep it in the platform's
+/// key store).
+fn key_of(name: &str) -> StorageKey {
+    let mut key = [0u8; 32];
+    for (k, b) in key.iter_mut().zip(name.bytes().cycle()) {
+        *k = b;
+    }
+    StorageKey::new(key)
+}
+
+/// No auto-lock, so that slow machines do not lock tests that do not
+/// test locking.
+fn options() -> MessengerOptions {
+    MessengerOptions {
+        auto_lock_after: None,
+        ..MessengerOptions::default()
+    }
+}
+
+async fn bounded<F: Future<Output = ()>>(test: F) {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("test timed out");
+}
+
+async fn next_event(m: &mut Messenger) -> Event {
+    tokio::time::timeout(EVENT_TIMEOUT, m.next_event())
+        .await
+        .expect("no event in time")
+        .unwrap()
+}
+
+/// The next message event, skipping receipts and identity events.
+async fn next_message(m: &mut Messenger) -> IncomingMessage {
+    loop {
+        if let Event::Message(message) = next_event(m).await {
+            return message;
+        }
+    }
+}
+
+/// The next receipt, skipping other events.
+async fn next_receipt(m: &mut Messenger) -> (String, ReceiptKind, Vec<[u8; 16]>) {
+    loop {
+        if let Event::Receipt {
+            from_user,
+            kind,
+            message_ids,
+            ..
+        } = next_event(m).await
+        {
+            return (from_user, kind, message_ids);
+        }
+    }
+}
+
+/// Asserts that no event arrives for a short while.
+async fn assert_quiet(m: &mut Messenger) {
+    let waited = tokio::time::timeout(Duration::from_millis(300), m.next_event()).await;
+    assert!(waited.is_err(), "unexpected event: {waited:?}");
+}
+
+fn files_of(path: &Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|s| PathBuf::from(format!("{}{s}", path.display())))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_reaches_every_device_and_the_senders_other_device_sees_it_as_its_own() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut phone = relay.enroll("alice", "alice-phone", options()).await;
+        let mut desktop = relay.enroll("alice", "alice-desktop", options()).await;
+        let mut bob = relay.enroll("bob", "bob-phone", options()).await;
+
+        let id = phone
+            .send(&["bob"], Message::urgent("Bed 4: potassium 6.1"))
+            .await
+            .unwrap();
+
+        let got = next_message(&mut bob).await;
+        assert_eq!(got.message_id, id);
+        assert_eq!(got.sender_user, "alice");
+        assert_eq!(&got.sender_device, phone.device_key());
+        assert_eq!(got.message.text, "Bed 4: potassium 6.1");
+        assert_eq!(got.message.priority, Priority::Urgent);
+        assert!(!got.from_own_device);
+        assert!(got.sent_at_ms > 0 && got.received_at_ms >= got.sent_at_ms - 60_000);
+
+        let copy = next_message(&mut desktop).await;
+        assert_eq!(copy.message_id, id);
+        assert!(copy.from_own_device);
+        assert_eq!(copy.message.text, "Bed 4: potassium 6.1");
+
+        // Bob answers; both of Alice's devices get it, and Bob's answer is
+        // not reported back to Bob's only device.
+        let reply = bob
+            .send(&["alice"], Message::text("On my way"))
+            .await
+            .unwrap();
+        for device in [&mut phone, &mut desktop] {
+            let got = next_message(device).await;
+            assert_eq!(got.message_id, reply);
+            assert_eq!(got.message.text, "On my way");
+            assert!(!got.from_own_device);
+        }
+        // Each device stored what it received.
+        assert_eq!(bob.store().received().unwrap().len(), 1);
+        assert!(bob.store().pending_outgoing().unwrap().is_empty());
+        for m in [phone, desktop, bob] {
+            m.close().await;
+        }
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_offline_device_gets_its_messages_when_reopened() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let bob = relay.enroll("bob", "bob", options()).await;
+        bob.close().await;
+
+        let first = alice.send(&["bob"], Message::text("one")).await.unwrap();
+        let second = alice.send(&["bob"], Message::text("two")).await.unwrap();
+
+        let mut bob = Messenger::open(relay.store_path("bob"), &key_of("bob"), options())
+            .await
+            .unwrap();
+        let got = next_message(&mut bob).await;
+        assert_eq!((got.message_id, got.message.text.as_str()), (first, "one"));
+        let got = next_message(&mut bob).await;
+        assert_eq!((got.message_id, got.message.text.as_str()), (second, "two"));
+
+        // The session survived the restart in both directions.
+        let answer = bob.send(&["alice"], Message::text("three")).await.unwrap();
+        assert_eq!(next_message(&mut alice).await.message_id, answer);
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_stored_before_a_crash_is_reported_once_after_reopening() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let no_receipts = MessengerOptions {
+            send_delivery_receipts: false,
+            ..options()
+        };
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob", no_receipts.clone()).await;
+
+        let id = alice
+            .send(&["bob"], Message::text("labs back"))
+            .await
+            .unwrap();
+        bob.simulate_crash_before_ack();
+        let crashed = tokio::time::timeout(EVENT_TIMEOUT, bob.next_event())
+            .await
+            .unwrap();
+        assert!(crashed.is_err());
+        // Stored, not acknowledged; the process "dies" (no close).
+        drop(bob);
+
+        let mut bob = Messenger::open(relay.store_path("bob"), &key_of("bob"), no_receipts)
+            .await
+            .unwrap();
+        let got = next_message(&mut bob).await;
+        assert_eq!(got.message_id, id);
+        assert_eq!(got.message.text, "labs back");
+        // The relay pushes it again (or already had our new Ack): either
+        // way it is not reported a second time.
+        assert_quiet(&mut bob).await;
+        let later = alice
+            .send(&["bob"], Message::text("and later"))
+            .await
+            .unwrap();
+        let got = next_message(&mut bob).await;
+        assert_eq!(got.message_id, later);
+        assert_eq!(bob.store().received().unwrap().len(), 2);
+        assert!(bob.store().unacknowledged().unwrap().is_empty());
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_device_of_a_contact_is_reported_and_changes_the_safety_number() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob-phone", options()).await;
+        alice.send(&["bob"], Message::text("hello")).await.unwrap();
+        next_message(&mut bob).await;
+        let before = alice.safety_number("bob").unwrap();
+        // Bob's side agrees once it knows the same devices.
+        assert_eq!(bob.safety_number("alice").unwrap(), before);
+
+        let bob_desktop = relay.enroll("bob", "bob-desktop", options()).await;
+        alice.send(&["bob"], Message::text("again")).await.unwrap();
+        loop {
+            match next_event(&mut alice).await {
+                Event::NewDevice { user, device_key } => {
+                    assert_eq!(user, "bob");
+                    assert_eq!(&device_key, bob_desktop.device_key());
+                    break;
+                }
+                Event::Receipt { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let after = alice.safety_number("bob").unwrap();
+        assert_ne!(before, after);
+        assert!(matches!(
+            alice.safety_number("carol"),
+            Err(ClientError::UnknownContact)
+        ));
+        for m in [alice, bob, bob_desktop] {
+            m.close().await;
+        }
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn receipts_travel_end_to_end() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let id = alice
+            .send(&["bob"], Message::text("please confirm"))
+            .await
+            .unwrap();
+        assert_eq!(next_message(&mut bob).await.message_id, id);
+        // DELIVERED went out automatically when Bob stored it.
+        assert_eq!(
+            next_receipt(&mut alice).await,
+            ("bob".to_owned(), ReceiptKind::Delivered, vec![id])
+        );
+        bob.send_receipt("alice", ReceiptKind::Read, &[id])
+            .await
+            .unwrap();
+        assert_eq!(
+            next_receipt(&mut alice).await,
+            ("bob".to_owned(), ReceiptKind::Read, vec![id])
+        );
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_locked_messenger_refuses_everything_until_unlocked_and_locks_itself_when_idle() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+
+        alice.lock();
+        assert!(alice.is_locked());
+        assert!(matches!(
+            alice.send(&["bob"], Message::text("x")).await,
+            Err(ClientError::Locked)
+        ));
+        assert!(matches!(alice.next_event().await, Err(ClientError::Locked)));
+        assert!(matches!(
+            alice.safety_number("bob"),
+            Err(ClientError::Locked)
+        ));
+        assert!(format!("{alice:?}").contains("locked: true"));
+        assert!(matches!(
+            alice.unlock(&key_of("mallory")),
+            Err(ClientError::Store(StoreError::WrongKey))
+        ));
+        assert!(alice.is_locked());
+        alice.unlock(&key_of("alice")).unwrap();
+        alice
+            .send(&["bob"], Message::text("unlocked"))
+            .await
+            .unwrap();
+        assert_eq!(next_message(&mut bob).await.message.text, "unlocked");
+        alice.close().await;
+
+        // Auto-lock: checked on each call, and by a timer while waiting.
+        let short = MessengerOptions {
+            auto_lock_after: Some(Duration::from_millis(200)),
+            ..options()
+        };
+        let mut alice = Messenger::open(relay.store_path("alice"), &key_of("alice"), short)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        // (Bob's receipt for "unlocked" may come first.)
+        let waited = loop {
+            match tokio::time::timeout(EVENT_TIMEOUT, alice.next_event())
+                .await
+                .unwrap()
+            {
+                Ok(Event::Receipt { .. }) => {}
+                other => break other,
+            }
+        };
+        assert!(matches!(waited, Err(ClientError::Locked)), "{waited:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(alice.is_locked());
+        alice.unlock(&key_of("alice")).unwrap();
+        alice.touch().unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(matches!(
+            alice.send(&["bob"], Message::text("late")).await,
+            Err(ClientError::Locked)
+        ));
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_storage_key_or_a_missing_store_is_refused() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        let alice = relay.enroll("alice", "alice", options()).await;
+        alice.close().await;
+        let wrong = Messenger::open(relay.store_path("alice"), &key_of("eve"), options()).await;
+        assert!(matches!(
+            wrong,
+            Err(ClientError::Store(StoreError::WrongKey))
+        ));
+        let missing = Messenger::open(relay.store_path("nobody"), &key_of("x"), options()).await;
+        assert!(matches!(missing, Err(ClientError::NotEnrolled)));
+        assert!(!relay.store_path("nobody").exists());
+        // A store holds one device.
+        let again = Messenger::enroll(
+            relay.store_path("alice"),
+            &key_of("alice"),
+            relay.addr,
+            relay.fingerprint,
+            &relay.token("alice"),
+            options(),
+        )
+        .await;
+        assert!(matches!(again, Err(ClientError::AlreadyEnrolled)));
+        // The right key still opens it.
+        let alice = Messenger::open(relay.store_path("alice"), &key_of("alice"), options())
+            .await
+            .unwrap();
+        assert_eq!(alice.user(), "alice");
+        alice.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wipe_closes_the_device_and_removes_its_files() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        let alice = relay.enroll("alice", "alice", options()).await;
+        let path = relay.store_path("alice");
+        assert!(!files_of(&path).is_empty());
+        alice.wipe().await.unwrap();
+        assert_eq!(files_of(&path), Vec::<PathBuf>::new());
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sends_wait_out_rate_limits() {
+    bounded(async {
+        let mut relay = TestRelay::start_with(Limits {
+            request_burst: 8,
+            requests_per_second: 20,
+            ..Limits::default()
+        });
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+        // Each send takes two or three requests: more than the burst.
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(
+                alice
+                    .send(&["bob"], Message::text(format!("n{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for id in ids {
+            assert_eq!(next_message(&mut bob).await.message_id, id);
+        }
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
