@@ -150,6 +150,13 @@ pub enum Event {
         /// The new device.
         device_key: [u8; 32],
     },
+    /// An administrator had this device wiped through the relay (spec/08,
+    /// "Remote wipe", RLY-37): the store's files are erased and the relay
+    /// was told, and will revoke the device. The messenger is unusable from
+    /// now on: every fallible method fails with [`ClientError::NotEnrolled`]
+    /// (as [`Messenger::open`] on this store does). The app deletes the
+    /// storage key from the platform's key store and drops the messenger.
+    Wiped,
     /// A message decrypted (and was stored and acknowledged) but its
     /// content is not valid `ward.content.v1` (spec/12, CNT-9).
     Unreadable {
@@ -178,6 +185,7 @@ impl core::fmt::Debug for Event {
                 .finish_non_exhaustive(),
             Self::IdentityChanged { .. } => f.write_str("IdentityChanged"),
             Self::NewDevice { .. } => f.write_str("NewDevice"),
+            Self::Wiped => f.write_str("Wiped"),
             Self::Unreadable { error, .. } => f
                 .debug_struct("Unreadable")
                 .field("error", error)
@@ -225,6 +233,22 @@ fn spawn_reader(
     (rx, Reader(task))
 }
 
+type Push = Result<Option<wire::Push>>;
+
+/// The messenger's store, until a remote wipe erased it.
+struct StoreSlot(Option<Store>);
+
+impl StoreSlot {
+    /// The store, or [`ClientError::NotEnrolled`] once a remote wipe erased it.
+    fn get(&self) -> Result<&Store> {
+        self.0.as_ref().ok_or(ClientError::NotEnrolled)
+    }
+
+    fn get_mut(&mut self) -> Result<&mut Store> {
+        self.0.as_mut().ok_or(ClientError::NotEnrolled)
+    }
+}
+
 /// A persistent device: a sealed [`Store`] and a connection to its relay.
 ///
 /// Create one with [`Messenger::enroll`], reopen it with
@@ -234,13 +258,15 @@ fn spawn_reader(
 /// [`Messenger::unlock`], [`Messenger::close`] and [`Messenger::wipe`]
 /// fails with [`ClientError::Locked`].
 pub struct Messenger {
-    store: Store,
+    store: StoreSlot,
     user: String,
     public: DeviceIdentity,
     /// `None` while locked.
     identity: Option<IdentityKeyPair>,
     connection: RelayConnection,
-    pushes: mpsc::Receiver<Result<Option<wire::Push>>>,
+    pushes: mpsc::Receiver<Push>,
+    /// Pushes taken off `pushes` while locked, looking for a wipe.
+    held: VecDeque<Push>,
     _reader: Reader,
     events: VecDeque<Event>,
     options: MessengerOptions,
@@ -381,12 +407,13 @@ impl Messenger {
     ) -> Result<Self> {
         let (pushes, reader) = spawn_reader(connection.deliveries().await?);
         Ok(Self {
-            store,
+            store: StoreSlot(Some(store)),
             user,
             public: identity.public().clone(),
             identity: Some(identity),
             connection,
             pushes,
+            held: VecDeque::new(),
             _reader: reader,
             events: VecDeque::new(),
             options,
@@ -417,9 +444,15 @@ impl Messenger {
     }
 
     /// The device's store (received messages, outbox), for reading. Its
-    /// record methods fail with [`StoreError::Locked`] while locked.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// record methods fail with [`StoreError::Locked`] while locked; after
+    /// [`Event::Wiped`] there is no store: [`ClientError::NotEnrolled`].
+    pub fn store(&self) -> Result<&Store> {
+        self.store.get()
+    }
+
+    /// Whether a remote wipe erased this device's store ([`Event::Wiped`]).
+    pub fn is_wiped(&self) -> bool {
+        self.store.0.is_none()
     }
 
     /// Whether the messenger is locked.
@@ -435,25 +468,30 @@ impl Messenger {
     /// by [`Messenger::next_event`] stay queued.
     pub fn lock(&mut self) {
         self.identity = None;
-        self.store.lock();
+        if let Some(store) = &mut self.store.0 {
+            store.lock();
+        }
     }
 
     /// Unlocks with the storage key (a wrong one is
     /// `Store(StoreError::WrongKey)`, and the messenger stays locked).
     pub fn unlock(&mut self, key: &StorageKey) -> Result<()> {
-        self.store.unlock(key)?;
-        match self.store.device() {
+        if self.is_wiped() {
+            return Err(ClientError::NotEnrolled);
+        }
+        self.store.get_mut()?.unlock(key)?;
+        match self.store.get_mut()?.device() {
             Ok(Some(device)) => {
                 self.identity = Some(device.identity);
                 self.last_activity = Instant::now();
                 Ok(())
             }
             Ok(None) => {
-                self.store.lock();
+                self.store.get_mut()?.lock();
                 Err(ClientError::NotEnrolled)
             }
             Err(e) => {
-                self.store.lock();
+                self.store.get_mut()?.lock();
                 Err(e.into())
             }
         }
@@ -469,8 +507,12 @@ impl Messenger {
         Ok(())
     }
 
-    /// Locks if idle for longer than allowed; `Locked` if locked.
+    /// Locks if idle for longer than allowed; `Locked` if locked;
+    /// `NotEnrolled` once wiped.
     fn check_idle(&mut self) -> Result<()> {
+        if self.is_wiped() {
+            return Err(ClientError::NotEnrolled);
+        }
         let idle_limit = self.options.auto_lock_after;
         if idle_limit.is_some_and(|limit| self.last_activity.elapsed() >= limit) {
             self.lock();
@@ -524,7 +566,7 @@ impl Messenger {
                 _ => return Err(ClientError::UnexpectedResponse),
             }
             for (device, id) in chunk {
-                self.store.mark_acknowledged(device, id)?;
+                self.store.get_mut()?.mark_acknowledged(device, id)?;
             }
         }
         Ok(())
@@ -540,7 +582,7 @@ impl Messenger {
         let now_secs = now().as_secs();
         let rotation = self.options.signed_prekey_rotation.as_secs();
         let grace = self.options.signed_prekey_grace.as_secs();
-        let held = self.store.signed_prekeys()?;
+        let held = self.store.get_mut()?.signed_prekeys()?;
         let mut upload_signed = upload_signed;
         let current = match held.first() {
             Some(newest) if newest.created_at.saturating_add(rotation) > now_secs => newest.id,
@@ -552,7 +594,7 @@ impl Messenger {
                     id,
                     now_secs,
                 );
-                self.store.save_signed_prekey(&pair)?;
+                self.store.get_mut()?.save_signed_prekey(&pair)?;
                 upload_signed = true;
                 id
             }
@@ -570,11 +612,12 @@ impl Messenger {
             .collect();
         for (id, since) in superseded_since {
             if since.saturating_add(grace) <= now_secs {
-                self.store.delete_signed_prekey(id)?;
+                self.store.get_mut()?.delete_signed_prekey(id)?;
             }
         }
         let signed_prekeys = if upload_signed {
             self.store
+                .get()?
                 .signed_prekey(current, self.identity_pair()?)?
                 .ok_or(ClientError::Store(StoreError::Corrupt {
                     table: "signed_prekeys",
@@ -587,10 +630,11 @@ impl Messenger {
         };
         let mut one_time_prekeys = Vec::new();
         if low {
-            let first = self.store.next_one_time_id()?.unwrap_or(1);
+            let first = self.store.get_mut()?.next_one_time_id()?.unwrap_or(1);
             let count = self.options.one_time_batch;
             let batch = OneTimePreKeyPair::generate_batch(&mut ward_core::os_rng(), first, count);
             self.store
+                .get_mut()?
                 .add_one_time_prekeys(&batch, first.wrapping_add(count))?;
             one_time_prekeys = batch
                 .iter()
@@ -646,14 +690,19 @@ impl Messenger {
     async fn open_sessions(&mut self, user: &str, devices: &[DeviceIdentity]) -> Result<()> {
         let mut missing = Vec::new();
         for device in devices {
-            if self.store.session(device.signing_key())?.is_none() {
+            if self
+                .store
+                .get_mut()?
+                .session(device.signing_key())?
+                .is_none()
+            {
                 missing.push(device.clone());
             }
         }
         if missing.is_empty() {
             return Ok(());
         }
-        let had_others = !self.store.known_identities(user)?.is_empty();
+        let had_others = !self.store.get_mut()?.known_identities(user)?.is_empty();
         let Resp::Bundles(bundles) = self
             .request(Req::ClaimBundles(wire::ClaimBundles {
                 user_id: user.to_owned(),
@@ -680,7 +729,7 @@ impl Messenger {
             let bundle = PreKeyBundle::new(identity, signed, one_time)?;
             let session =
                 Session::initiate(&mut ward_core::os_rng(), self.identity_pair()?, &bundle)?;
-            let status = self.store.atomically(|s| {
+            let status = self.store.get_mut()?.atomically(|s| {
                 let status = s.record_identity(user, &key, &identity_bytes)?;
                 s.save_session(&session)?;
                 Ok::<_, StoreError>(status)
@@ -732,7 +781,7 @@ impl Messenger {
         plaintext: &[u8],
     ) -> Result<Vec<wire::Envelope>> {
         self.identity_pair()?;
-        self.store.atomically(|store| {
+        self.store.get_mut()?.atomically(|store| {
             let mut rng = ward_core::os_rng();
             let mut envelopes = Vec::new();
             for (_, devices) in lists {
@@ -806,9 +855,10 @@ impl Messenger {
         let users = distinct(users);
         let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
         self.store
+            .get_mut()?
             .queue_outgoing(&message_id, &user_refs, &plaintext)?;
         self.deliver(&message_id, &users, &plaintext).await?;
-        self.store.mark_sent(&message_id)?;
+        self.store.get_mut()?.mark_sent(&message_id)?;
         Ok(message_id)
     }
 
@@ -849,13 +899,13 @@ impl Messenger {
     pub async fn flush_outbox(&mut self) -> Result<()> {
         self.check_idle()?;
         let mut first_error = None;
-        for pending in self.store.pending_outgoing()? {
+        for pending in self.store.get_mut()?.pending_outgoing()? {
             let sent = self
                 .deliver(&pending.message_id, &pending.recipients, &pending.body)
                 .await;
             match sent {
                 Ok(()) => {
-                    self.store.mark_sent(&pending.message_id)?;
+                    self.store.get_mut()?.mark_sent(&pending.message_id)?;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "resending a pending message failed");
@@ -877,24 +927,35 @@ impl Messenger {
     /// A delivery that does not decrypt is not acknowledged: its error is
     /// returned and the relay keeps it. With auto-lock on, the wait ends
     /// with [`ClientError::Locked`] when the idle time runs out.
+    ///
+    /// A wipe instruction from the relay (spec/08, "Remote wipe") erases
+    /// the store, then tells the relay (`WipeDone`), and returns
+    /// [`Event::Wiped`]; a locked messenger still obeys one that has
+    /// arrived when it is called.
     pub async fn next_event(&mut self) -> Result<Event> {
         loop {
-            self.check_idle()?;
+            if let Err(e) = self.check_idle() {
+                if matches!(e, ClientError::Locked) && self.wipe_arrived() {
+                    return self.remote_wipe().await;
+                }
+                return Err(e);
+            }
             if let Some(event) = self.events.pop_front() {
                 return Ok(event);
             }
             if self.last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
                 self.maintain_prekeys(false, false).await?;
             }
-            let push = match self.options.auto_lock_after {
-                Some(limit) => {
+            let push = match (self.held.pop_front(), self.options.auto_lock_after) {
+                (Some(held), _) => Some(held),
+                (None, Some(limit)) => {
                     let deadline = tokio::time::Instant::from_std(self.last_activity + limit);
                     tokio::select! {
                         push = self.pushes.recv() => push,
                         () = tokio::time::sleep_until(deadline) => continue,
                     }
                 }
-                None => self.pushes.recv().await,
+                (None, None) => self.pushes.recv().await,
             };
             let Some(push) = push.transpose()?.flatten() else {
                 return Err(ClientError::Stream(
@@ -904,15 +965,49 @@ impl Messenger {
             match push.body {
                 Some(wire::push::Body::Delivery(d)) => self.handle_delivery(&d).await?,
                 Some(wire::push::Body::PrekeysLow(_)) => self.maintain_prekeys(false, true).await?,
+                Some(wire::push::Body::Wipe(_)) => return self.remote_wipe().await,
                 None => {}
             }
         }
     }
 
+    /// Takes the pushes waiting on the delivery stream, without waiting,
+    /// and keeps them for later; true if a wipe instruction is among them.
+    fn wipe_arrived(&mut self) -> bool {
+        while let Ok(push) = self.pushes.try_recv() {
+            self.held.push_back(push);
+        }
+        self.held.iter().any(|push| {
+            matches!(
+                push,
+                Ok(Some(wire::Push {
+                    body: Some(wire::push::Body::Wipe(_))
+                }))
+            )
+        })
+    }
+
+    /// Obeys a wipe instruction: drops the secrets and undelivered events,
+    /// erases the store through [`Store::wipe`], and only then tells the
+    /// relay (`WipeDone`), which revokes the device. If erasing fails the
+    /// error is returned, the relay is not told (the wipe stays pending
+    /// there), and the messenger is unusable all the same.
+    async fn remote_wipe(&mut self) -> Result<Event> {
+        self.identity = None;
+        self.events.clear();
+        self.held.clear();
+        let store = self.store.0.take().ok_or(ClientError::NotEnrolled)?;
+        store.wipe()?;
+        // The local erasure is what counts: a lost answer changes nothing
+        // here, and the relay keeps the instruction until it hears of it.
+        let _ = self.request(Req::WipeDone(wire::WipeDone {})).await;
+        Ok(Event::Wiped)
+    }
+
     async fn handle_delivery(&mut self, d: &wire::Delivery) -> Result<()> {
         let sender = key32(&d.sender_device)?;
         let message_id = id16(&d.message_id)?;
-        if self.store.is_received(&sender, &message_id)? {
+        if self.store.get_mut()?.is_received(&sender, &message_id)? {
             // Stored before: the relay did not hear our Ack (RLY-28).
             return self.ack(&[(sender, message_id)]).await;
         }
@@ -955,11 +1050,12 @@ impl Messenger {
                 }
                 match self
                     .store
+                    .get_mut()?
                     .session_by_base_key(&sender, message.base_key())?
                 {
                     Some(mut session) => {
                         let plaintext = Zeroizing::new(session.decrypt(&d.ciphertext)?);
-                        self.store.atomically(|s| {
+                        self.store.get_mut()?.atomically(|s| {
                             s.save_session(&session)?;
                             s.store_incoming(
                                 user,
@@ -975,25 +1071,28 @@ impl Messenger {
                     None => {
                         let signed = self
                             .store
+                            .get_mut()?
                             .signed_prekey(message.signed_prekey_id(), identity)?
                             .ok_or(ClientError::Protocol(ward_core::Error::PreKeyMismatch))?;
-                        let one_time =
-                            match message.one_time_prekey_id() {
-                                Some(id) => Some(self.store.one_time_prekey(id)?.ok_or(
+                        let one_time = match message.one_time_prekey_id() {
+                            Some(id) => {
+                                Some(self.store.get_mut()?.one_time_prekey(id)?.ok_or(
                                     ClientError::Protocol(ward_core::Error::PreKeyMismatch),
-                                )?),
-                                None => None,
-                            };
+                                )?)
+                            }
+                            None => None,
+                        };
                         let (session, plaintext) =
                             Session::accept(identity, &signed, one_time.as_ref(), &message)?;
                         let plaintext = Zeroizing::new(plaintext);
                         let identity_bytes = message.identity().to_bytes();
                         let had_others = self
                             .store
+                            .get_mut()?
                             .known_identities(user)?
                             .iter()
                             .any(|k| k.device_key != sender);
-                        let status = self.store.atomically(|s| {
+                        let status = self.store.get_mut()?.atomically(|s| {
                             s.save_session(&session)?;
                             if let Some(id) = message.one_time_prekey_id() {
                                 s.take_one_time_prekey(id)?;
@@ -1017,7 +1116,7 @@ impl Messenger {
                 // the most recent first.
                 let mut last_error = ward_core::Error::WrongSession;
                 let mut opened = None;
-                for mut session in self.store.sessions(&sender)? {
+                for mut session in self.store.get_mut()?.sessions(&sender)? {
                     match session.decrypt(&d.ciphertext) {
                         Ok(plaintext) => {
                             opened = Some((session, Zeroizing::new(plaintext)));
@@ -1027,7 +1126,7 @@ impl Messenger {
                     }
                 }
                 let (session, plaintext) = opened.ok_or(ClientError::Protocol(last_error))?;
-                self.store.atomically(|s| {
+                self.store.get_mut()?.atomically(|s| {
                     s.save_session(&session)?;
                     s.store_incoming(user, &sender, &message_id, received_at_ms, &plaintext)?;
                     Ok::<_, StoreError>(())
@@ -1102,6 +1201,7 @@ impl Messenger {
     async fn resume_unacknowledged(&mut self) -> Result<()> {
         let pending: Vec<_> = self
             .store
+            .get_mut()?
             .received()?
             .into_iter()
             .filter(|m| !m.acknowledged)
@@ -1136,7 +1236,7 @@ impl Messenger {
     pub fn safety_number(&mut self, user: &str) -> Result<SafetyNumber> {
         self.touch()?;
         let mut own = vec![self.public.clone()];
-        for known in self.store.known_identities(&self.user)? {
+        for known in self.store.get_mut()?.known_identities(&self.user)? {
             let identity = DeviceIdentity::from_bytes(&known.identity)?;
             if !own.iter().any(|d| d.ct_eq(&identity)) {
                 own.push(identity);
@@ -1144,6 +1244,7 @@ impl Messenger {
         }
         let theirs = self
             .store
+            .get_mut()?
             .known_identities(user)?
             .iter()
             .map(|k| DeviceIdentity::from_bytes(&k.identity))
@@ -1173,12 +1274,15 @@ impl Messenger {
     /// Closes the connection and erases the store's files (spec/11,
     /// STO-19). The app then deletes the storage key from the platform's
     /// key store.
+    ///
+    /// After [`Event::Wiped`] the files are gone already:
+    /// [`ClientError::NotEnrolled`].
     pub async fn wipe(self) -> Result<()> {
         let Self {
             store, connection, ..
         } = self;
         connection.close().await;
-        store.wipe()?;
+        store.0.ok_or(ClientError::NotEnrolled)?.wipe()?;
         Ok(())
     }
 }

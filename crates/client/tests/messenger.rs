@@ -242,8 +242,8 @@ async fn a_message_reaches_every_device_and_the_senders_other_device_sees_it_as_
             assert!(!got.from_own_device);
         }
         // Each device stored what it received.
-        assert_eq!(bob.store().received().unwrap().len(), 1);
-        assert!(bob.store().pending_outgoing().unwrap().is_empty());
+        assert_eq!(bob.store().unwrap().received().unwrap().len(), 1);
+        assert!(bob.store().unwrap().pending_outgoing().unwrap().is_empty());
         for m in [phone, desktop, bob] {
             m.close().await;
         }
@@ -323,8 +323,8 @@ async fn a_message_stored_before_a_crash_is_reported_once_after_reopening() {
             .unwrap();
         let got = next_message(&mut bob).await;
         assert_eq!(got.message_id, later);
-        assert_eq!(bob.store().received().unwrap().len(), 2);
-        assert!(bob.store().unacknowledged().unwrap().is_empty());
+        assert_eq!(bob.store().unwrap().received().unwrap().len(), 2);
+        assert!(bob.store().unwrap().unacknowledged().unwrap().is_empty());
         alice.close().await;
         bob.close().await;
         relay.stop().await;
@@ -557,4 +557,166 @@ async fn sends_wait_out_rate_limits() {
         relay.stop().await;
     })
     .await;
+}
+
+// ----- remote wipe (spec/08, "Remote wipe", RLY-37) -----
+
+/// The audit entries of `kind` naming `device` as target, with their details.
+fn audit_details(relay: &TestRelay, kind: ward_audit::EventKind, device: &[u8; 32]) -> Vec<String> {
+    let key = ward_relay::keys::load_or_create_audit_key(&relay.dir.path().join("relay")).unwrap();
+    let key = ward_audit::VerifyingKey::from(&key);
+    let target = ward_relay::storage::DeviceKey(*device).audit_id();
+    relay
+        .storage
+        .export_audit(&key)
+        .unwrap()
+        .entries
+        .into_iter()
+        .filter(|e| e.kind == kind && e.target_device == target)
+        .map(|e| e.detail.map(|d| d.as_str().to_owned()).unwrap_or_default())
+        .collect()
+}
+
+/// Waits (up to 5 s) until the relay has revoked `device`.
+async fn wait_revoked(relay: &TestRelay, device: &[u8; 32]) {
+    let key = ward_relay::storage::DeviceKey(*device);
+    for _ in 0..100 {
+        if !relay.storage.get_device(&key).unwrap().is_active() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the device was not revoked");
+}
+
+async fn assert_wiped_and_unusable(m: &mut Messenger, relay: &TestRelay, name: &str) {
+    assert!(m.is_wiped());
+    assert_eq!(files_of(&relay.store_path(name)), Vec::<PathBuf>::new());
+    assert!(matches!(
+        m.next_event().await,
+        Err(ClientError::NotEnrolled)
+    ));
+    assert!(matches!(
+        m.send(&["alice"], Message::text("x")).await,
+        Err(ClientError::NotEnrolled)
+    ));
+    assert!(matches!(m.touch(), Err(ClientError::NotEnrolled)));
+    assert!(matches!(
+        m.flush_outbox().await,
+        Err(ClientError::NotEnrolled)
+    ));
+    assert!(matches!(
+        m.safety_number("alice"),
+        Err(ClientError::NotEnrolled)
+    ));
+    assert!(matches!(
+        m.unlock(&key_of(name)),
+        Err(ClientError::NotEnrolled)
+    ));
+    // A wiped store cannot be reopened: its files are gone.
+    let reopened = Messenger::open(relay.store_path(name), &key_of(name), options()).await;
+    assert!(matches!(reopened, Err(ClientError::NotEnrolled)));
+}
+
+#[tokio::test]
+async fn a_remote_wipe_reaches_an_online_device_at_once_erases_it_and_revokes_it() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let id = alice.send(&["bob"], Message::text("before")).await.unwrap();
+        assert_eq!(next_message(&mut bob).await.message_id, id);
+        let device = *bob.device_key();
+        assert!(!files_of(&relay.store_path("bob")).is_empty());
+
+        // The administrator's instruction, as `ward-relay admin device wipe`
+        // records it (the command line is another process: the relay polls).
+        ward_relay::admin::wipe_device(&*relay.storage, &hex(&device), now_ms()).unwrap();
+        assert!(
+            relay
+                .storage
+                .wipe_pending(&ward_relay::storage::DeviceKey(device))
+                .unwrap()
+        );
+        assert!(matches!(next_event(&mut bob).await, Event::Wiped));
+        assert_wiped_and_unusable(&mut bob, &relay, "bob").await;
+
+        wait_revoked(&relay, &device).await;
+        assert!(
+            !relay
+                .storage
+                .wipe_pending(&ward_relay::storage::DeviceKey(device))
+                .unwrap()
+        );
+        assert_eq!(
+            audit_details(&relay, ward_audit::EventKind::AdminAction, &device),
+            ["wipe", "wipe_done"]
+        );
+        assert_eq!(
+            audit_details(&relay, ward_audit::EventKind::Revocation, &device).len(),
+            1
+        );
+        alice.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_offline_device_gets_the_wipe_before_its_queued_messages_on_its_next_connection() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let bob = relay.enroll("bob", "bob", options()).await;
+        let device = *bob.device_key();
+        bob.close().await;
+
+        // Queued while bob is offline, before and after the instruction.
+        alice.send(&["bob"], Message::text("one")).await.unwrap();
+        ward_relay::admin::wipe_device(&*relay.storage, &hex(&device), now_ms()).unwrap();
+        alice.send(&["bob"], Message::text("two")).await.unwrap();
+        assert_eq!(
+            relay
+                .storage
+                .queue_len(&ward_relay::storage::DeviceKey(device))
+                .unwrap(),
+            2
+        );
+        // Nothing is delivered once the wipe is pending, not even by Fetch.
+        assert!(
+            relay
+                .storage
+                .fetch(&ward_relay::storage::DeviceKey(device), 0, 100)
+                .unwrap()
+                .is_empty()
+        );
+
+        let mut bob = Messenger::open(relay.store_path("bob"), &key_of("bob"), options())
+            .await
+            .unwrap();
+        // The first event is the wipe: no queued message came before it.
+        assert!(matches!(next_event(&mut bob).await, Event::Wiped));
+        assert_wiped_and_unusable(&mut bob, &relay, "bob").await;
+        wait_revoked(&relay, &device).await;
+        // Revocation deleted the queued copies, unread.
+        assert_eq!(
+            audit_details(&relay, ward_audit::EventKind::Delivery, &device),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            audit_details(&relay, ward_audit::EventKind::Expiry, &device),
+            ["device_revoked", "device_revoked"]
+        );
+        alice.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -412,6 +412,38 @@ pub fn revoke_device(
     Ok(DeviceRevoked(storage.revoke_device(&device, None, now)?))
 }
 
+/// What [`wipe_device`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WipeRequested(pub Device);
+
+impl fmt::Display for WipeRequested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "wipe pending for device {} of {}: it is told at once if connected, else when it \
+             next connects, and is revoked once it acknowledges",
+            self.0.key,
+            self.0.user.as_str()
+        )
+    }
+}
+
+/// Instructs a device (64 hex digits of its key) to erase its local store
+/// (spec/08, "Remote wipe"). Revokes nothing by itself: the relay pushes
+/// the instruction when the device is (or next gets) connected, stops
+/// delivering messages to it, and revokes it once it acknowledges. The
+/// usual sequence: wipe, then check the audit log (or `device list`) for
+/// the revocation; a device that never comes back is revoked by hand
+/// ([`revoke_device`]), which also withdraws the instruction.
+pub fn wipe_device(
+    storage: &dyn Storage,
+    device: &str,
+    now: u64,
+) -> Result<WipeRequested, AdminError> {
+    let device = parse_device_key(device)?;
+    Ok(WipeRequested(storage.request_wipe(&device, None, now)?))
+}
+
 // ----- queues -----
 
 /// One active device's queue and prekey supply.

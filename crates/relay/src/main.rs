@@ -8,6 +8,7 @@
 //! ward-relay admin token issue <user> [--valid-hours 24]
 //! ward-relay admin device list <user>
 //! ward-relay admin device revoke <device-hex>
+//! ward-relay admin device wipe <device-hex>
 //! ward-relay admin queue show <user>
 //! ward-relay audit export --out FILE
 //! ward-relay audit verify FILE [--relay-key HEX]
@@ -143,6 +144,14 @@ enum DeviceCommand {
     /// Revokes a device: it can no longer connect; its queue and prekeys are
     /// deleted.
     Revoke {
+        /// The device's key, 64 hexadecimal digits.
+        device: String,
+    },
+    /// Instructs a (lost) device to erase its local store: pushed to it at
+    /// once if connected, else when it next connects; no message is
+    /// delivered to it any more. The relay revokes the device once it
+    /// acknowledges; revoke it by hand if it never comes back.
+    Wipe {
         /// The device's key, 64 hexadecimal digits.
         device: String,
     },
@@ -343,6 +352,9 @@ fn run_admin(config: &RelayConfig, command: AdminCommand) -> Result<(), CliError
         AdminCommand::Device {
             command: DeviceCommand::Revoke { device },
         } => admin::revoke_device(storage, &device, now_ms()?)?.to_string(),
+        AdminCommand::Device {
+            command: DeviceCommand::Wipe { device },
+        } => admin::wipe_device(storage, &device, now_ms()?)?.to_string(),
         AdminCommand::Queue {
             command: QueueCommand::Show { user },
         } => admin::show_queues(storage, &user)?.to_string(),

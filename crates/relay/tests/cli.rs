@@ -649,3 +649,68 @@ fn a_tampered_store_is_refused_not_proved() {
         assert!(line.contains("does not check out"), "{args:?}: {line}");
     }
 }
+
+#[test]
+fn device_wipe_records_a_pending_wipe_and_audits_it() {
+    use ward_relay::storage::{SqliteStorage, Storage, StorageConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(
+        &data,
+        &["admin", "user", "add", "dr.okafor", "--role", "nurse"],
+    );
+    let unknown = fails(&data, &["admin", "device", "wipe", &"00".repeat(32)]);
+    assert!(unknown.contains("device not found"), "{unknown}");
+    let malformed = fails(&data, &["admin", "device", "wipe", "abcd"]);
+    assert!(malformed.contains("64 hexadecimal digits"), "{malformed}");
+
+    // A device, enrolled as the relay would enroll it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let identity = ward_core::IdentityKeyPair::generate(&mut ward_core::os_rng());
+    let device = {
+        let storage = SqliteStorage::open(&data, StorageConfig::default()).unwrap();
+        let (_token, hash) = ward_relay::keys::new_enrollment_token();
+        let user = ward_audit::UserId::new("dr.okafor").unwrap();
+        storage
+            .issue_enrollment_token(&hash, &user, None, now, now + 3_600_000)
+            .unwrap();
+        storage
+            .redeem_enrollment_token(&hash, identity.public(), now)
+            .unwrap()
+            .key
+    };
+    let hex_key = device.to_string();
+    let out = ok(&data, &["admin", "device", "wipe", &hex_key]);
+    assert!(
+        out.starts_with(&format!("wipe pending for device {hex_key} of dr.okafor")),
+        "{out}"
+    );
+    let twice = fails(&data, &["admin", "device", "wipe", &hex_key]);
+    assert!(twice.contains("pending wipe already exists"), "{twice}");
+
+    // Pending, audited, and nothing revoked.
+    let storage = SqliteStorage::open(&data, StorageConfig::default()).unwrap();
+    assert!(storage.wipe_pending(&device).unwrap());
+    assert!(storage.get_device(&device).unwrap().is_active());
+    let key = ward_relay::keys::load_or_create_audit_key(&data).unwrap();
+    let entries = storage
+        .export_audit(&ward_audit::VerifyingKey::from(&key))
+        .unwrap()
+        .entries;
+    let wipes: Vec<_> = entries
+        .iter()
+        .filter(|e| e.detail.as_ref().is_some_and(|d| d.as_str() == "wipe"))
+        .collect();
+    assert_eq!(wipes.len(), 1);
+    assert_eq!(wipes[0].kind, ward_audit::EventKind::AdminAction);
+    assert_eq!(wipes[0].target_device, device.audit_id());
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.kind == ward_audit::EventKind::Revocation)
+    );
+}

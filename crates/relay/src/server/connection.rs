@@ -1,6 +1,7 @@
 //! One client connection: its authentication state, its request streams
 //! and its delivery stream.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -177,7 +178,9 @@ fn start_delivery(
 }
 
 /// Pushes the device's queue, then each new message, on one
-/// unidirectional stream, in queue order.
+/// unidirectional stream, in queue order. A device with a pending wipe
+/// (spec/08, "Remote wipe") gets `Push.wipe`, before any delivery if the
+/// wipe was pending when it authenticated, and nothing after it.
 async fn deliver(
     shared: Arc<Shared>,
     quic: quinn::Connection,
@@ -188,8 +191,20 @@ async fn deliver(
         return;
     };
     let device = session.device;
+    match shared.storage(move |s| s.wipe_pending(&device)).await {
+        Ok(true) => return push_wipe(&quic, stream).await,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, device = %device, "reading a pending wipe failed");
+            quic.close(close_code::SHUTDOWN.into(), b"relay storage failed");
+            return;
+        }
+    }
     let mut after_seq = 0;
     loop {
+        if signal.wipe.load(Ordering::SeqCst) {
+            return push_wipe(&quic, stream).await;
+        }
         let batch = shared
             .storage(move |s| s.fetch(&device, after_seq, DELIVERY_BATCH))
             .await;
@@ -247,6 +262,9 @@ async fn deliver(
             () = signal.wake.notified() => {}
             _ = quic.closed() => return,
         }
+        if signal.wipe.load(Ordering::SeqCst) {
+            return push_wipe(&quic, stream).await;
+        }
         let low = signal
             .prekeys_low
             .lock()
@@ -263,6 +281,19 @@ async fn deliver(
             }
         }
     }
+}
+
+/// Writes `Push.wipe`, then keeps the delivery stream open and silent until
+/// the connection ends (the device answers with `WipeDone`, and is then
+/// revoked and disconnected).
+async fn push_wipe(quic: &quinn::Connection, mut stream: quinn::SendStream) {
+    let push = wire::Push {
+        body: Some(wire::push::Body::Wipe(wire::Wipe {})),
+    };
+    if stream.write_all(&frame::encode(&push)).await.is_err() {
+        return;
+    }
+    quic.closed().await;
 }
 
 /// Serves one request stream: one request frame in, one response frame out.

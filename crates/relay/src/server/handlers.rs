@@ -54,6 +54,7 @@ pub(crate) async fn dispatch(
                 Req::Fetch(r) => fetch(shared, &session, r).await,
                 Req::Ack(r) => ack(shared, &session, r).await,
                 Req::PrekeyStatus(_) => prekey_status(shared, &session).await,
+                Req::WipeDone(_) => wipe_done(shared, &session).await,
                 Req::Challenge(_) | Req::Authenticate(_) | Req::Enroll(_) => Err(Refusal::new(
                     ErrorCode::AlreadyAuthenticated,
                     "this connection is authenticated",
@@ -76,6 +77,7 @@ fn name(body: &Req) -> &'static str {
         Req::Fetch(_) => "fetch",
         Req::Ack(_) => "ack",
         Req::PrekeyStatus(_) => "prekey_status",
+        Req::WipeDone(_) => "wipe_done",
     }
 }
 
@@ -741,4 +743,18 @@ async fn ack(shared: &Arc<Shared>, session: &Arc<Session>, r: wire::Ack) -> Hand
         deleted,
         unknown_ids: unknown,
     }))
+}
+
+// ----- remote wipe -----
+
+/// The device erased its store (spec/08, "Remote wipe"): clear the
+/// instruction, audit, revoke. The revocation poll closes the connection
+/// (`0x3`) right after this answer.
+async fn wipe_done(shared: &Arc<Shared>, session: &Arc<Session>) -> Handled {
+    let device = session.device;
+    shared
+        .storage(move |s| s.complete_wipe(&device, now_ms()))
+        .await?;
+    tracing::info!(device = %device, "device acknowledged its wipe and was revoked");
+    Ok(Resp::WipeAcknowledged(wire::WipeAcknowledged {}))
 }

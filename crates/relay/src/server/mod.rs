@@ -14,7 +14,7 @@ mod refusal;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -165,6 +165,9 @@ pub(crate) struct DeliverySignal {
     pub(crate) wake: Notify,
     /// The device's one-time prekey count, when a claim left it low.
     pub(crate) prekeys_low: Mutex<Option<u64>>,
+    /// An administrator instructed the device to erase its store (spec/08,
+    /// "Remote wipe"): push `Wipe` and nothing more.
+    pub(crate) wipe: AtomicBool,
 }
 
 /// State shared by every connection.
@@ -212,6 +215,18 @@ impl Shared {
                 *slot = Some(one_time_prekeys);
             }
             o.signal.wake.notify_one();
+        }
+    }
+
+    /// Tells an online device, through its delivery stream, to erase its
+    /// store; its delivery task pushes nothing after that.
+    pub(crate) fn wipe_requested(&self, device: &DeviceKey) {
+        if let Ok(online) = self.online.lock()
+            && let Some(o) = online.get(device)
+            && !o.signal.wipe.swap(true, Ordering::SeqCst)
+        {
+            o.signal.wake.notify_one();
+            tracing::info!(device = %device, "pushing a wipe instruction");
         }
     }
 
@@ -437,10 +452,26 @@ async fn tree_head_loop(
     }
 }
 
+/// Also polls wipe instructions (recorded by the admin command line, another
+/// process) and hands them to the delivery tasks of online devices; an
+/// offline device gets its instruction when it next authenticates.
 async fn revocation_loop(shared: Arc<Shared>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut since = now_ms();
+    let mut wipes_since = since;
     while tick(interval, &mut stop).await {
         let checked_at = now_ms();
+        match shared
+            .storage(move |s| s.wipes_requested_since(wipes_since))
+            .await
+        {
+            Ok(wipes) => {
+                for (device, _) in wipes {
+                    shared.wipe_requested(&device);
+                }
+                wipes_since = checked_at.saturating_sub(60_000);
+            }
+            Err(e) => tracing::error!(error = %e, "polling wipe instructions failed"),
+        }
         match shared.storage(move |s| s.revoked_since(since)).await {
             Ok(revoked) => {
                 for (device, _) in revoked {

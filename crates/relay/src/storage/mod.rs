@@ -31,6 +31,8 @@
 //! | [`issue_enrollment_token`](Storage::issue_enrollment_token) | `AdminAction`, detail `enrollment_token role=...` |
 //! | [`redeem_enrollment_token`](Storage::redeem_enrollment_token) | `Enrollment` |
 //! | [`revoke_device`](Storage::revoke_device) | `Revocation`, then one `Expiry` (detail `device_revoked`) per deleted queued copy |
+//! | [`request_wipe`](Storage::request_wipe) | `AdminAction`, detail `wipe` |
+//! | [`complete_wipe`](Storage::complete_wipe) | `AdminAction`, detail `wipe_done` (actor: the device), then the entries of a revocation (the `Revocation` entry's actor is the device) |
 //! | [`claim_bundle`](Storage::claim_bundle) | `PreKeyFetch`, detail `one_time=<id>` or `one_time=none` |
 //! | [`enqueue`](Storage::enqueue) | one `Send` per recipient (size = that ciphertext's length); nothing for a duplicate, nothing for a refusal ([`StaleDevices`](StorageError::StaleDevices), ...) |
 //! | [`ack`](Storage::ack) | one `Acknowledgment` per deleted copy |
@@ -40,7 +42,9 @@
 //! Prekey uploads are not audited: ward-audit has no event kind for them,
 //! and they carry no user data. Calls that only read (`get_*`, `list_*`,
 //! [`fetch`](Storage::fetch), [`revoked_since`](Storage::revoked_since),
-//! proofs, exports, ...) write nothing.
+//! [`wipe_pending`](Storage::wipe_pending),
+//! [`wipes_requested_since`](Storage::wipes_requested_since), proofs,
+//! exports, ...) write nothing.
 
 mod error;
 mod sqlite;
@@ -140,6 +144,34 @@ pub trait Storage: Send + Sync {
         now: u64,
     ) -> Result<Revocation>;
 
+    // ----- remote wipe (spec/08, "Remote wipe") -----
+
+    /// Records an administrator's instruction that the device erase its
+    /// local store. Revokes nothing: the device must still authenticate to
+    /// receive the instruction. From now on [`fetch`](Self::fetch) returns
+    /// nothing for the device. An unknown device is
+    /// [`StorageError::NotFound`], a revoked one [`StorageError::Revoked`],
+    /// one with a wipe pending already [`StorageError::AlreadyExists`]
+    /// (`"pending wipe"`).
+    fn request_wipe(&self, device: &DeviceKey, admin: Option<&UserId>, now: u64) -> Result<Device>;
+
+    /// Whether a wipe is pending for the device (false for an unknown or
+    /// revoked one).
+    fn wipe_pending(&self, device: &DeviceKey) -> Result<bool>;
+
+    /// The active devices whose wipe was requested at or after `since_ms`
+    /// and is still pending, with the request's time, oldest first. A
+    /// running server polls this to push the instruction to online devices
+    /// (the admin command line is another process); poll with some overlap.
+    fn wipes_requested_since(&self, since_ms: u64) -> Result<Vec<(DeviceKey, u64)>>;
+
+    /// The device acknowledged its wipe: in one transaction, clears the
+    /// pending wipe, audits its completion and revokes the device as
+    /// [`revoke_device`](Self::revoke_device) does. No pending wipe is
+    /// [`StorageError::NotFound`] (`"pending wipe"`); a revoked device is
+    /// [`StorageError::Revoked`].
+    fn complete_wipe(&self, device: &DeviceKey, now: u64) -> Result<Revocation>;
+
     // ----- prekeys -----
 
     /// One upload, in one transaction: replaces the device's signed
@@ -231,7 +263,8 @@ pub trait Storage: Send + Sync {
 
     /// Up to `limit` messages queued for `device` with a sequence number
     /// above `after_seq`, in enqueue order. Copies past their expiry are
-    /// returned until [`expire`](Self::expire) deletes them.
+    /// returned until [`expire`](Self::expire) deletes them. A device with
+    /// a pending wipe gets none (read in the same snapshot as the queue).
     fn fetch(&self, device: &DeviceKey, after_seq: u64, limit: u32) -> Result<Vec<QueuedMessage>>;
 
     /// How many messages are queued for `device`.

@@ -350,6 +350,85 @@ fn active_device(conn: &Connection, key: &DeviceKey) -> Result<Device> {
     }
 }
 
+fn wipe_pending(conn: &Connection, key: &DeviceKey) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM devices WHERE device_key = ?1 \
+             AND wipe_requested_at IS NOT NULL AND revoked_at IS NULL",
+        )?
+        .exists([key.0])?)
+}
+
+/// Revokes an active device in the open transaction: deletes its prekeys
+/// and queue, clears a pending wipe, and appends the `Revocation` entry
+/// (actor: `actor_user` and `actor_device`) and one `Expiry` per deleted
+/// copy.
+fn revoke(
+    tx: &mut Tx<'_>,
+    mut record: Device,
+    actor_user: Option<UserId>,
+    actor_device: Option<DeviceKey>,
+    now: u64,
+) -> Result<Revocation> {
+    let device = record.key;
+    let conn = tx.conn();
+    conn.prepare_cached(
+        "UPDATE devices SET revoked_at = ?1, queue_len = 0, wipe_requested_at = NULL \
+         WHERE device_key = ?2",
+    )?
+    .execute(params![now, device.0])?;
+    conn.prepare_cached("DELETE FROM signed_prekeys WHERE device_key = ?1")?
+        .execute([device.0])?;
+    let deleted_one_time_prekeys = conn
+        .prepare_cached("DELETE FROM one_time_prekeys WHERE device_key = ?1")?
+        .execute([device.0])? as u64;
+    let copies = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT message_id, length(ciphertext) FROM queue \
+             WHERE recipient = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([device.0], |row| {
+            Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, u64>(1)?))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    conn.prepare_cached("DELETE FROM queue WHERE recipient = ?1")?
+        .execute([device.0])?;
+    let deleted_messages = copies.len() as u64;
+    tx.audit(
+        AuditEntry {
+            actor_user,
+            actor_device: actor_device.and_then(|d| d.audit_id()),
+            target_user: Some(record.user.clone()),
+            target_device: device.audit_id(),
+            detail: detail(&format!(
+                "messages={deleted_messages}, one_time_prekeys={deleted_one_time_prekeys}"
+            )),
+            ..entry(EventKind::Revocation)
+        },
+        now,
+    )?;
+    for (message_id, size) in copies {
+        tx.audit(
+            AuditEntry {
+                target_user: Some(record.user.clone()),
+                target_device: device.audit_id(),
+                message_id: Some(MessageId(message_id)),
+                size: Some(size),
+                detail: detail("device_revoked"),
+                ..entry(EventKind::Expiry)
+            },
+            now,
+        )?;
+    }
+    record.revoked_at = Some(now);
+    Ok(Revocation {
+        device: record,
+        deleted_messages,
+        deleted_one_time_prekeys,
+    })
+}
+
 fn user_exists(conn: &Connection, user: &UserId) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM users WHERE user_id = ?1")?
@@ -761,61 +840,80 @@ impl Storage for SqliteStorage {
         let now = check_int(now, "time out of range")?;
         let (device, admin) = (*device, admin.cloned());
         self.write(0, move |tx| {
-            let mut record = active_device(tx.conn(), &device)?;
-            let conn = tx.conn();
-            conn.prepare_cached(
-                "UPDATE devices SET revoked_at = ?1, queue_len = 0 WHERE device_key = ?2",
-            )?
-            .execute(params![now, device.0])?;
-            conn.prepare_cached("DELETE FROM signed_prekeys WHERE device_key = ?1")?
-                .execute([device.0])?;
-            let deleted_one_time_prekeys = conn
-                .prepare_cached("DELETE FROM one_time_prekeys WHERE device_key = ?1")?
-                .execute([device.0])? as u64;
-            let copies = {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT message_id, length(ciphertext) FROM queue \
-                     WHERE recipient = ?1 ORDER BY seq",
-                )?;
-                let rows = stmt.query_map([device.0], |row| {
-                    Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, u64>(1)?))
-                })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            conn.prepare_cached("DELETE FROM queue WHERE recipient = ?1")?
-                .execute([device.0])?;
-            let deleted_messages = copies.len() as u64;
+            let record = active_device(tx.conn(), &device)?;
+            revoke(tx, record, admin, None, now)
+        })
+    }
+
+    fn request_wipe(&self, device: &DeviceKey, admin: Option<&UserId>, now: u64) -> Result<Device> {
+        let now = check_int(now, "time out of range")?;
+        let (device, admin) = (*device, admin.cloned());
+        self.write(0, move |tx| {
+            let record = active_device(tx.conn(), &device)?;
+            if wipe_pending(tx.conn(), &device)? {
+                return Err(StorageError::AlreadyExists {
+                    what: "pending wipe",
+                });
+            }
+            tx.conn()
+                .prepare_cached("UPDATE devices SET wipe_requested_at = ?1 WHERE device_key = ?2")?
+                .execute(params![now, device.0])?;
             tx.audit(
                 AuditEntry {
                     actor_user: admin,
                     target_user: Some(record.user.clone()),
                     target_device: device.audit_id(),
-                    detail: detail(&format!(
-                        "messages={deleted_messages}, one_time_prekeys={deleted_one_time_prekeys}"
-                    )),
-                    ..entry(EventKind::Revocation)
+                    detail: detail("wipe"),
+                    ..entry(EventKind::AdminAction)
                 },
                 now,
             )?;
-            for (message_id, size) in copies {
-                tx.audit(
-                    AuditEntry {
-                        target_user: Some(record.user.clone()),
-                        target_device: device.audit_id(),
-                        message_id: Some(MessageId(message_id)),
-                        size: Some(size),
-                        detail: detail("device_revoked"),
-                        ..entry(EventKind::Expiry)
-                    },
-                    now,
-                )?;
+            Ok(record)
+        })
+    }
+
+    fn wipe_pending(&self, device: &DeviceKey) -> Result<bool> {
+        self.read(|conn| wipe_pending(conn, device))
+    }
+
+    fn wipes_requested_since(&self, since_ms: u64) -> Result<Vec<(DeviceKey, u64)>> {
+        let since_ms = check_int(since_ms, "time out of range")?;
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT device_key, wipe_requested_at FROM devices \
+                 WHERE wipe_requested_at IS NOT NULL AND wipe_requested_at >= ?1 \
+                 AND revoked_at IS NULL ORDER BY wipe_requested_at, device_key",
+            )?;
+            let rows = stmt.query_map([since_ms], |row| {
+                Ok((DeviceKey(row.get(0)?), row.get::<_, u64>(1)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn complete_wipe(&self, device: &DeviceKey, now: u64) -> Result<Revocation> {
+        let now = check_int(now, "time out of range")?;
+        let device = *device;
+        self.write(0, move |tx| {
+            let record = active_device(tx.conn(), &device)?;
+            if !wipe_pending(tx.conn(), &device)? {
+                return Err(StorageError::NotFound {
+                    what: "pending wipe",
+                });
             }
-            record.revoked_at = Some(now);
-            Ok(Revocation {
-                device: record,
-                deleted_messages,
-                deleted_one_time_prekeys,
-            })
+            tx.audit(
+                AuditEntry {
+                    actor_user: Some(record.user.clone()),
+                    actor_device: device.audit_id(),
+                    target_user: Some(record.user.clone()),
+                    target_device: device.audit_id(),
+                    detail: detail("wipe_done"),
+                    ..entry(EventKind::AdminAction)
+                },
+                now,
+            )?;
+            let user = record.user.clone();
+            revoke(tx, record, Some(user), Some(device), now)
         })
     }
 
@@ -1094,7 +1192,10 @@ impl Storage for SqliteStorage {
             let mut stmt = conn.prepare_cached(
                 "SELECT q.seq, q.sender, d.user_id, q.message_id, q.enqueued_at, q.expires_at, \
                  q.ciphertext FROM queue q JOIN devices d ON d.device_key = q.sender \
-                 WHERE q.recipient = ?1 AND q.seq > ?2 ORDER BY q.seq LIMIT ?3",
+                 WHERE q.recipient = ?1 AND q.seq > ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM devices w WHERE w.device_key = ?1 \
+                 AND w.wipe_requested_at IS NOT NULL) \
+                 ORDER BY q.seq LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![device.0, after_seq, limit], |row| {
                 Ok((

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::storage::error::{Result, StorageError};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Version 1.
 const V1: &str = r#"
@@ -126,8 +126,18 @@ const V2: &str = r#"
 CREATE INDEX devices_by_revocation ON devices (revoked_at) WHERE revoked_at IS NOT NULL;
 "#;
 
+/// Version 3: remote wipe (spec/08, "Remote wipe"). `wipe_requested_at`
+/// is set when an administrator instructs a device to erase its store, and
+/// cleared when the device acknowledges (or is revoked); the partial index
+/// holds only pending wipes, for `wipes_requested_since`.
+const V3: &str = r#"
+ALTER TABLE devices ADD COLUMN wipe_requested_at INTEGER;
+CREATE INDEX devices_by_pending_wipe ON devices (wipe_requested_at)
+    WHERE wipe_requested_at IS NOT NULL;
+"#;
+
 /// Every migration, in order.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
 
 fn current_version(conn: &Connection) -> Result<u32> {
     Ok(conn
