@@ -1,0 +1,448 @@
+//! [`WardDevice`]: a [`Messenger`] shared between concurrent foreign calls.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard, Notify, oneshot};
+use ward_client::{Message, Messenger, MessengerOptions, StorageKey};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::{WardError, WardEvent, WardReceiptKind, runtime};
+
+type Result<T, E = WardError> = core::result::Result<T, E>;
+
+/// The length of a storage key, in bytes.
+const STORAGE_KEY_LEN: usize = 32;
+/// The length of a relay certificate fingerprint (SHA-256), in bytes.
+const FINGERPRINT_LEN: usize = 32;
+/// The length of a message id, in bytes.
+const MESSAGE_ID_LEN: usize = 16;
+
+/// Tunables of a device; every field has a default.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct WardOptions {
+    /// Lock after this long without user activity (sends, receipts,
+    /// safety numbers, unlock), in ms; 0 never locks by itself. Default 5
+    /// minutes (HIPAA automatic logoff).
+    #[uniffi(default = 300000)]
+    pub auto_lock_after_ms: u64,
+    /// Send a `Delivered` receipt for every message received from another
+    /// user. Default true.
+    #[uniffi(default = true)]
+    pub send_delivery_receipts: bool,
+    /// The TLS server name sent to the relay (its certificate is pinned by
+    /// fingerprint; the name is not checked). Default `localhost`.
+    #[uniffi(default = "localhost")]
+    pub server_name: String,
+    /// The message lifetime asked of the relay, in ms; 0 is the relay's
+    /// default.
+    #[uniffi(default = 0)]
+    pub ttl_ms: u64,
+}
+
+/// The messenger's options from the foreign ones (`None`: the defaults).
+fn messenger_options(options: Option<WardOptions>) -> MessengerOptions {
+    {
+        let defaults = MessengerOptions::default();
+        let Some(WardOptions {
+            auto_lock_after_ms,
+            send_delivery_receipts,
+            server_name,
+            ttl_ms,
+        }) = options
+        else {
+            return defaults;
+        };
+        MessengerOptions {
+            server_name,
+            send_delivery_receipts,
+            auto_lock_after: (auto_lock_after_ms > 0)
+                .then(|| Duration::from_millis(auto_lock_after_ms)),
+            ttl_ms,
+            ..defaults
+        }
+    }
+}
+
+/// Receives a device's events on the runtime's task (see
+/// [`WardDevice::start_listening`]). Implemented by foreign code; calls
+/// come from a runtime thread, not the caller's (post them to the UI or
+/// event loop thread).
+#[uniffi::export(foreign)]
+pub trait WardListener: Send + Sync {
+    /// An event, as [`WardDevice::next_event`] returns it.
+    fn on_event(&self, event: WardEvent);
+    /// An error of [`WardDevice::next_event`]. Listening stops after it,
+    /// except for [`WardError::Protocol`] (a delivery that did not decrypt
+    /// is reported and listening goes on).
+    fn on_error(&self, error: WardError);
+}
+
+/// A device: its sealed store and its connection to the relay.
+///
+/// Create one with [`WardDevice::enroll`], reopen it with
+/// [`WardDevice::open`]. Calls may overlap: they take turns on the device,
+/// and a call waiting for its turn interrupts a pending
+/// [`WardDevice::next_event`] (which resumes after it), so an app can wait
+/// for events (or [`WardDevice::start_listening`]) and send at the same
+/// time.
+#[derive(uniffi::Object)]
+pub struct WardDevice {
+    /// `None` once closed or wiped. Used on the runtime thread only.
+    messenger: Mutex<Option<Messenger>>,
+    user: String,
+    device_key: Vec<u8>,
+    /// Calls waiting for `messenger`, other than `next_event`'s.
+    waiting: AtomicUsize,
+    /// Signalled when a call starts waiting.
+    wake: Notify,
+    /// Dropping it stops the listening task, if any.
+    listener: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl core::fmt::Debug for WardDevice {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WardDevice").finish_non_exhaustive()
+    }
+}
+
+/// Copies a foreign storage key, checking its length; the caller's copy
+/// is zeroized.
+fn storage_key(mut bytes: Vec<u8>) -> Result<StorageKey> {
+    let result = <[u8; STORAGE_KEY_LEN]>::try_from(bytes.as_slice())
+        .map(|mut array| {
+            let key = StorageKey::new(array);
+            array.zeroize();
+            key
+        })
+        .map_err(|_| {
+            WardError::invalid(format!(
+                "the storage key must be {STORAGE_KEY_LEN} bytes, not {}",
+                bytes.len()
+            ))
+        });
+    bytes.zeroize();
+    result
+}
+
+fn message_id(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN]> {
+    bytes.try_into().map_err(|_| {
+        WardError::invalid(format!(
+            "a message id is {MESSAGE_ID_LEN} bytes, not {}",
+            bytes.len()
+        ))
+    })
+}
+
+fn fingerprint(hex_digits: &str) -> Result<[u8; FINGERPRINT_LEN]> {
+    let bytes = hex::decode(hex_digits.trim())
+        .map_err(|e| WardError::invalid(format!("the fingerprint is not hex: {e}")))?;
+    bytes.as_slice().try_into().map_err(|_| {
+        WardError::invalid(format!(
+            "the fingerprint must be {FINGERPRINT_LEN} bytes (SHA-256), not {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// Resolves `host:port` (an IP address or a name).
+async fn relay_address(relay_addr: &str) -> Result<SocketAddr> {
+    if let Ok(addr) = relay_addr.parse() {
+        return Ok(addr);
+    }
+    tokio::net::lookup_host(relay_addr)
+        .await
+        .map_err(|e| WardError::invalid(format!("the relay address {relay_addr:?}: {e}")))?
+        .next()
+        .ok_or_else(|| {
+            WardError::invalid(format!(
+                "the relay address {relay_addr:?} resolves to nothing"
+            ))
+        })
+}
+
+/// Counts a call in [`WardDevice::waiting`] while it exists.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl WardDevice {
+    fn new(messenger: Messenger) -> Arc<Self> {
+        Arc::new(Self {
+            user: messenger.user().to_owned(),
+            device_key: messenger.device_key().to_vec(),
+            messenger: Mutex::new(Some(messenger)),
+            waiting: AtomicUsize::new(0),
+            wake: Notify::new(),
+            listener: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Takes the device for a call, interrupting a pending `next_event`.
+    async fn turn(&self) -> MutexGuard<'_, Option<Messenger>> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        self.wake.notify_waiters();
+        self.messenger.lock().await
+    }
+
+    /// Runs `call` on the open messenger, on the runtime thread.
+    async fn with<T, F>(self: Arc<Self>, call: F) -> Result<T>
+    where
+        F: AsyncFnOnce(&mut Messenger) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        runtime::run(move || async move {
+            let mut guard = self.turn().await;
+            let messenger = guard.as_mut().ok_or(WardError::Closed)?;
+            call(messenger).await
+        })
+        .await
+    }
+
+    /// Resolves when another call waits for the device.
+    async fn interrupted(&self) {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next event; on the runtime thread.
+    async fn next(&self) -> Result<WardEvent> {
+        loop {
+            {
+                let mut guard = self.messenger.lock().await;
+                let messenger = guard.as_mut().ok_or(WardError::Closed)?;
+                tokio::select! {
+                    biased;
+                    event = messenger.next_event() => {
+                        return event.map(WardEvent::from).map_err(WardError::from);
+                    }
+                    () = self.interrupted() => {}
+                }
+            }
+            // The device's mutex is fair: the waiting call, queued before
+            // this one locks again, goes first.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn stop_listener(&self) {
+        // Dropping the sender ends the task.
+        drop(
+            self.listener
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+    }
+}
+
+#[uniffi::export]
+impl WardDevice {
+    /// Creates a sealed store at `store_path` under `storage_key` (32
+    /// bytes, from the platform's key store), a device identity, and
+    /// enrolls the device at the relay `relay_addr` (`host:port`) with the
+    /// one-time `token` an administrator issued, pinning the relay's
+    /// certificate by `fingerprint_hex` (SHA-256, 64 hex digits).
+    #[uniffi::constructor(default(options = None))]
+    pub async fn enroll(
+        store_path: String,
+        storage_key: Vec<u8>,
+        relay_addr: String,
+        fingerprint_hex: String,
+        token: String,
+        options: Option<WardOptions>,
+    ) -> Result<Arc<Self>> {
+        let token = Zeroizing::new(token);
+        let key = self::storage_key(storage_key)?;
+        let pin = fingerprint(&fingerprint_hex)?;
+        runtime::run(move || async move {
+            let addr = relay_address(&relay_addr).await?;
+            let options = messenger_options(options);
+            let messenger =
+                Messenger::enroll(&store_path, &key, addr, pin, token.as_str(), options).await?;
+            Ok(Self::new(messenger))
+        })
+        .await
+    }
+
+    /// Reopens the device enrolled in the store at `store_path`, and
+    /// reconnects to its relay. A wrong key is [`WardError::WrongKey`].
+    #[uniffi::constructor(default(options = None))]
+    pub async fn open(
+        store_path: String,
+        storage_key: Vec<u8>,
+        options: Option<WardOptions>,
+    ) -> Result<Arc<Self>> {
+        let key = self::storage_key(storage_key)?;
+        runtime::run(move || async move {
+            let messenger = Messenger::open(&store_path, &key, messenger_options(options)).await?;
+            Ok(Self::new(messenger))
+        })
+        .await
+    }
+
+    /// Sends `text` to every device of `users` and to this user's other
+    /// devices. Returns the message id (16 bytes).
+    pub async fn send_text(
+        self: Arc<Self>,
+        users: Vec<String>,
+        text: String,
+        urgent: bool,
+    ) -> Result<Vec<u8>> {
+        let message = if urgent {
+            Message::urgent(text)
+        } else {
+            Message::text(text)
+        };
+        self.with(async move |m| {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            Ok(m.send(&users, message).await?.to_vec())
+        })
+        .await
+    }
+
+    /// Sends a receipt for `message_ids` (16 bytes each) to `to_user`.
+    /// `Delivered` receipts are sent automatically (see [`WardOptions`]);
+    /// `Read` is the app's call. Returns the receipt's own message id.
+    pub async fn send_receipt(
+        self: Arc<Self>,
+        to_user: String,
+        kind: WardReceiptKind,
+        message_ids: Vec<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let ids = message_ids
+            .iter()
+            .map(|id| message_id(id))
+            .collect::<Result<Vec<_>>>()?;
+        self.with(async move |m| Ok(m.send_receipt(&to_user, kind.into(), &ids).await?.to_vec()))
+            .await
+    }
+
+    /// Waits for the next event. Cancel it (or use
+    /// [`WardDevice::start_listening`]) to stop waiting; other calls may
+    /// run meanwhile.
+    pub async fn next_event(self: Arc<Self>) -> Result<WardEvent> {
+        runtime::run(move || async move { self.next().await }).await
+    }
+
+    /// Drops the keys in memory; every call but `unlock`, `close` and
+    /// `wipe` fails with [`WardError::Locked`] until `unlock`.
+    pub async fn lock(self: Arc<Self>) -> Result<()> {
+        self.with(async |m| {
+            m.lock();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Unlocks with the storage key; a wrong one is [`WardError::WrongKey`]
+    /// and the device stays locked.
+    pub async fn unlock(self: Arc<Self>, storage_key: Vec<u8>) -> Result<()> {
+        let key = self::storage_key(storage_key)?;
+        self.with(async move |m| Ok(m.unlock(&key)?)).await
+    }
+
+    /// Whether the device is locked.
+    pub async fn is_locked(self: Arc<Self>) -> Result<bool> {
+        self.with(async |m| Ok(m.is_locked())).await
+    }
+
+    /// The safety number (60 digits) between this user and `user`, over
+    /// the devices known here; compare it with the other user's, read
+    /// aloud or shown.
+    pub async fn safety_number(self: Arc<Self>, user: String) -> Result<String> {
+        self.with(async move |m| Ok(m.safety_number(&user)?.digits().to_owned()))
+            .await
+    }
+
+    /// Closes the connection and erases the store's files (a lost device,
+    /// or sign-out). Delete the storage key from the platform's key store
+    /// afterwards. The device is closed.
+    pub async fn wipe(self: Arc<Self>) -> Result<()> {
+        self.stop_listener();
+        runtime::run(move || async move {
+            let messenger = self.turn().await.take().ok_or(WardError::Closed)?;
+            Ok(messenger.wipe().await?)
+        })
+        .await
+    }
+
+    /// Closes the connection; the device is closed (open it again with
+    /// [`WardDevice::open`]). Closing twice is not an error.
+    pub async fn close(self: Arc<Self>) -> Result<()> {
+        self.stop_listener();
+        runtime::run(move || async move {
+            let messenger = self.turn().await.take();
+            if let Some(messenger) = messenger {
+                messenger.close().await;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Calls `listener` with every event, on the runtime thread, until an
+    /// error (see [`WardListener::on_error`]), `stop_listening`, `close`
+    /// or `wipe`. A listener already set is replaced.
+    pub fn start_listening(self: Arc<Self>, listener: Arc<dyn WardListener>) -> Result<()> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let previous = self
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(stop);
+        drop(previous);
+        let device = Arc::clone(&self);
+        runtime::submit(move || {
+            tokio::task::spawn_local(async move {
+                let listen = async {
+                    loop {
+                        match device.next().await {
+                            Ok(event) => listener.on_event(event),
+                            Err(error) => {
+                                let go_on = matches!(error, WardError::Protocol { .. });
+                                listener.on_error(error);
+                                if !go_on {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = listen => {}
+                    _ = stopped => {}
+                }
+            });
+        })
+    }
+
+    /// Stops the listener, if any.
+    pub fn stop_listening(&self) {
+        self.stop_listener();
+    }
+
+    /// The user this device belongs to.
+    pub fn user(&self) -> String {
+        self.user.clone()
+    }
+
+    /// This device's public key (32 bytes), as other devices see it.
+    pub fn device_key(&self) -> Vec<u8> {
+        self.device_key.clone()
+    }
+}

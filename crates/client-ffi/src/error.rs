@@ -1,0 +1,130 @@
+//! [`WardError`]: [`ClientError`] as foreign code sees it.
+
+use ward_client::{ClientError, StoreError};
+
+/// Why a call failed. Messages are for logs and people, not for parsing;
+/// branch on the variant (and on `Refused`'s `code`).
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum WardError {
+    /// The storage key does not open this store.
+    #[error("the storage key does not open this store")]
+    WrongKey,
+    /// The device is locked (by `lock`, or after the auto-lock delay):
+    /// `unlock` it with the storage key.
+    #[error("the device is locked")]
+    Locked,
+    /// The relay refused the request.
+    #[error("the relay refused the request: {code}: {message}")]
+    Refused {
+        /// The relay's error code, as in the protocol without its
+        /// `ERROR_CODE_` prefix: `NOT_FOUND`, `ENROLLMENT_REFUSED`,
+        /// `REVOKED`, `RATE_LIMITED`, ...
+        code: String,
+        /// The relay's explanation, for people.
+        message: String,
+        /// With `RATE_LIMITED`: how long to wait before retrying, in ms.
+        retry_after_ms: u64,
+    },
+    /// The relay could not be reached, or the connection was lost: open
+    /// the device again.
+    #[error("connection: {message}")]
+    Connection {
+        /// What failed.
+        message: String,
+    },
+    /// An argument is malformed: a storage key that is not 32 bytes, a
+    /// bad address or fingerprint, a message id that is not 16 bytes, a
+    /// message over the content limits.
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// Which argument, and why.
+        message: String,
+    },
+    /// The device store failed: damaged, in use by another process, not
+    /// a Ward store, ...
+    #[error("device store: {message}")]
+    Store {
+        /// What failed.
+        message: String,
+    },
+    /// A session operation failed (a message did not decrypt, a prekey
+    /// bundle did not verify), or the relay answered out of protocol.
+    #[error("protocol: {message}")]
+    Protocol {
+        /// What failed.
+        message: String,
+    },
+    /// No device is enrolled in this store: `enroll` one.
+    #[error("no device is enrolled in this store")]
+    NotEnrolled,
+    /// The store already holds an enrolled device: `open` it.
+    #[error("this store already holds an enrolled device")]
+    AlreadyEnrolled,
+    /// No device of this contact is known yet.
+    #[error("no device of this contact is known")]
+    UnknownContact,
+    /// A recipient device has published no prekeys yet: retry later.
+    #[error("a recipient device cannot be reached yet")]
+    Unreachable,
+    /// The device was closed or wiped.
+    #[error("the device is closed")]
+    Closed,
+    /// A failure of the bindings themselves (a bug): report it.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What failed.
+        message: String,
+    },
+}
+
+impl WardError {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for WardError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            ClientError::Store(StoreError::WrongKey) => Self::WrongKey,
+            ClientError::Store(StoreError::Locked) | ClientError::Locked => Self::Locked,
+            ClientError::Store(e) => Self::Store {
+                message: e.to_string(),
+            },
+            ClientError::Refused {
+                code,
+                message,
+                retry_after_ms,
+                ..
+            } => Self::Refused {
+                code: code
+                    .as_str_name()
+                    .trim_start_matches("ERROR_CODE_")
+                    .to_owned(),
+                message,
+                retry_after_ms,
+            },
+            e @ (ClientError::Connect(_) | ClientError::Connection(_) | ClientError::Stream(_)) => {
+                Self::Connection {
+                    message: e.to_string(),
+                }
+            }
+            e @ (ClientError::Protocol(_)
+            | ClientError::Frame(_)
+            | ClientError::UnexpectedResponse
+            | ClientError::BundleMismatch) => Self::Protocol {
+                message: e.to_string(),
+            },
+            ClientError::Content(e) => Self::invalid(e.to_string()),
+            ClientError::NotEnrolled => Self::NotEnrolled,
+            ClientError::AlreadyEnrolled => Self::AlreadyEnrolled,
+            ClientError::UnknownContact => Self::UnknownContact,
+            ClientError::NoBundle => Self::Unreachable,
+            e => Self::Internal {
+                message: e.to_string(),
+            },
+        }
+    }
+}
