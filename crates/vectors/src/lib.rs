@@ -708,8 +708,8 @@ pub fn relay() -> Value {
             wire::ErrorCode::MalformedFrame,
         ),
         (
-            "a Request with an unknown oneof member (field 11, empty): decodes, without a body",
-            vec![0x00, 0x00, 0x00, 0x02, 0x5a, 0x00],
+            "a Request with a field no version of the protocol uses (field 2047, empty): decodes, without a body",
+            vec![0x00, 0x00, 0x00, 0x03, 0xfa, 0x7f, 0x00],
             wire::ErrorCode::UnknownRequest,
         ),
         (
