@@ -194,6 +194,13 @@ impl core::fmt::Debug for Event {
     }
 }
 
+/// A delivery receipt in the outbox, on its way to the relay.
+struct DueReceipt {
+    message_id: [u8; 16],
+    to_user: String,
+    plaintext: Zeroizing<Vec<u8>>,
+}
+
 /// A delivery decrypted and committed to the store, not yet acknowledged.
 struct Stored {
     sender_user: String,
@@ -272,8 +279,21 @@ pub struct Messenger {
     options: MessengerOptions,
     last_activity: Instant,
     last_maintenance: Instant,
-    /// Test hook: see [`Messenger::simulate_crash_before_ack`].
+    /// Set while acknowledging deliveries whose events are queued already.
+    /// Still set when a call starts, it means the last call's future was
+    /// dropped on the way (a cancelled wait): the store's unacknowledged
+    /// messages are acknowledged before anything else is waited for.
+    ack_interrupted: bool,
+    /// Delivery receipts queued in the outbox and not yet handed to the
+    /// relay, with their recipient and encoding: sent before the next wait
+    /// if a dropped call left them here.
+    receipts_due: VecDeque<DueReceipt>,
+    /// Test hook: see `Messenger::simulate_crash_before_ack`.
+    #[cfg(feature = "test-hooks")]
     crash_before_ack: bool,
+    /// Test hook: see `Messenger::stall_before_next_ack`.
+    #[cfg(feature = "test-hooks")]
+    stall_before_ack: bool,
 }
 
 impl core::fmt::Debug for Messenger {
@@ -311,6 +331,27 @@ fn random_id() -> [u8; 16] {
     let mut id = [0u8; 16];
     ward_core::os_rng().fill_bytes(&mut id);
     id
+}
+
+/// Whether the relay refused the message itself (an unknown recipient, a
+/// malformed or oversized message), so that sending it again cannot
+/// succeed; other failures (the connection, a rate limit, a full queue, a
+/// device list that kept changing) may pass, and the message stays in the
+/// outbox.
+fn is_final(error: &ClientError) -> bool {
+    use wire::ErrorCode as E;
+    matches!(
+        error,
+        ClientError::Refused {
+            code: E::NotFound
+                | E::InvalidArgument
+                | E::MessageTooLarge
+                | E::MalformedFrame
+                | E::FrameTooLarge
+                | E::UnknownRequest,
+            ..
+        }
+    )
 }
 
 /// Distinct user ids, in the order given.
@@ -394,7 +435,12 @@ impl Messenger {
         messenger
             .maintain_prekeys(auth.signed_prekeys_missing, auth.prekeys_low)
             .await?;
-        messenger.flush_outbox().await?;
+        // The device is usable whatever became of the resends: a failure
+        // leaves the message pending, and the app learnt of the first
+        // failure from the `send` that queued it.
+        if let Err(e) = messenger.flush_outbox().await {
+            tracing::warn!(error = %e, "resending the outbox after opening failed");
+        }
         Ok(messenger)
     }
 
@@ -419,7 +465,12 @@ impl Messenger {
             options,
             last_activity: Instant::now(),
             last_maintenance: Instant::now(),
+            ack_interrupted: false,
+            receipts_due: VecDeque::new(),
+            #[cfg(feature = "test-hooks")]
             crash_before_ack: false,
+            #[cfg(feature = "test-hooks")]
+            stall_before_ack: false,
         })
     }
 
@@ -851,13 +902,23 @@ impl Messenger {
     /// [`Messenger::flush_outbox`] (and on the next open).
     async fn send_content(&mut self, users: &[&str], content: &Content) -> Result<[u8; 16]> {
         let plaintext = content::encode(content)?;
+        self.send_plaintext(users, &plaintext).await
+    }
+
+    /// [`Messenger::send_content`] once the content is encoded.
+    async fn send_plaintext(&mut self, users: &[&str], plaintext: &[u8]) -> Result<[u8; 16]> {
         let message_id = random_id();
         let users = distinct(users);
         let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
         self.store
             .get_mut()?
-            .queue_outgoing(&message_id, &user_refs, &plaintext)?;
-        self.deliver(&message_id, &users, &plaintext).await?;
+            .queue_outgoing(&message_id, &user_refs, plaintext)?;
+        if let Err(e) = self.deliver(&message_id, &users, plaintext).await {
+            if is_final(&e) {
+                self.store.get_mut()?.delete_outgoing(&message_id)?;
+            }
+            return Err(e);
+        }
         self.store.get_mut()?.mark_sent(&message_id)?;
         Ok(message_id)
     }
@@ -894,8 +955,10 @@ impl Messenger {
     }
 
     /// Resends the outbox's pending messages with their ids (RLY-25): the
-    /// relay stores each at most once. A message that fails stays pending;
-    /// the first failure is returned after trying all.
+    /// relay stores each at most once. A message that fails stays pending,
+    /// unless the relay refused the message itself (see `is_final`): that
+    /// one is dropped from the outbox. The first failure is returned after
+    /// trying all.
     pub async fn flush_outbox(&mut self) -> Result<()> {
         self.check_idle()?;
         let mut first_error = None;
@@ -909,6 +972,9 @@ impl Messenger {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "resending a pending message failed");
+                    if is_final(&e) {
+                        self.store.get_mut()?.delete_outgoing(&pending.message_id)?;
+                    }
                     first_error.get_or_insert(e);
                 }
             }
@@ -928,6 +994,11 @@ impl Messenger {
     /// returned and the relay keeps it. With auto-lock on, the wait ends
     /// with [`ClientError::Locked`] when the idle time runs out.
     ///
+    /// Cancel-safe: once a message is stored its event is queued, so a
+    /// call dropped while acknowledging it (or sending its delivery
+    /// receipt) loses nothing; the next call returns the event and
+    /// finishes the acknowledgement and the receipt.
+    ///
     /// A wipe instruction from the relay (spec/08, "Remote wipe") erases
     /// the store, then tells the relay (`WipeDone`), and returns
     /// [`Event::Wiped`]; a locked messenger still obeys one that has
@@ -943,6 +1014,10 @@ impl Messenger {
             if let Some(event) = self.events.pop_front() {
                 return Ok(event);
             }
+            if self.ack_interrupted {
+                self.ack_unacknowledged().await?;
+            }
+            self.send_due_receipts().await;
             if self.last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
                 self.maintain_prekeys(false, false).await?;
             }
@@ -1012,22 +1087,62 @@ impl Messenger {
             return self.ack(&[(sender, message_id)]).await;
         }
         let stored = self.decrypt_and_store(d, sender, message_id)?;
+        #[cfg(feature = "test-hooks")]
         if self.crash_before_ack {
             return Err(ClientError::Stream("simulated crash before ack".to_owned()));
         }
-        self.ack(&[(sender, message_id)]).await?;
+        // Stored: the events are queued before any await, so that they
+        // survive this future being dropped (see `ack_interrupted`).
         if let Some((status, had_others)) = &stored.identity_status {
             self.note_identity(&stored.sender_user, sender, status, *had_others);
         }
-        self.surface(
+        self.report(
             &stored.sender_user,
             stored.sender_device,
             stored.message_id,
             stored.received_at_ms,
             &stored.plaintext,
-        )
-        .await;
+        );
+        self.ack_interrupted = true;
+        #[cfg(feature = "test-hooks")]
+        if core::mem::take(&mut self.stall_before_ack) {
+            core::future::pending::<()>().await;
+        }
+        self.ack(&[(sender, message_id)]).await?;
+        self.ack_interrupted = false;
+        self.send_due_receipts().await;
         Ok(())
+    }
+
+    /// Acknowledges every stored message the relay was not told of.
+    async fn ack_unacknowledged(&mut self) -> Result<()> {
+        let ids: Vec<_> = self
+            .store
+            .get()?
+            .unacknowledged()?
+            .into_iter()
+            .map(|m| (m.sender_device, m.message_id))
+            .collect();
+        self.ack(&ids).await?;
+        self.ack_interrupted = false;
+        Ok(())
+    }
+
+    /// Hands the due delivery receipts to the relay, oldest first. One that
+    /// fails stays in the outbox (for [`Messenger::flush_outbox`] and the
+    /// next open); one whose sending is dropped half-way stays due, and is
+    /// resent with its id (RLY-25).
+    async fn send_due_receipts(&mut self) {
+        while let Some(due) = self.receipts_due.front() {
+            let (id, to_user, plaintext) =
+                (due.message_id, due.to_user.clone(), due.plaintext.clone());
+            let sent = self.deliver(&id, &[to_user], &plaintext).await;
+            self.receipts_due.pop_front();
+            match sent.and_then(|()| Ok(self.store.get_mut()?.mark_sent(&id)?)) {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "a delivery receipt stays in the outbox"),
+            }
+        }
     }
 
     /// Decrypts a delivery and commits the session (and for a new session
@@ -1144,10 +1259,10 @@ impl Messenger {
         })
     }
 
-    /// Turns a stored, acknowledged message into its event, and sends the
-    /// automatic `DELIVERED` receipt for a message from another user. A
-    /// receipt that cannot be sent now stays in the outbox.
-    async fn surface(
+    /// Queues a stored message's event and, for a message from another
+    /// user, the automatic `DELIVERED` receipt: in the outbox, and due for
+    /// [`Messenger::send_due_receipts`]. Nothing here awaits.
+    fn report(
         &mut self,
         sender_user: &str,
         sender_device: [u8; 32],
@@ -1167,14 +1282,11 @@ impl Messenger {
                     message,
                     from_own_device: from_own,
                 }));
-                if !from_own && self.options.send_delivery_receipts {
-                    let receipt = Content::Receipt(Receipt {
-                        kind: ReceiptKind::Delivered,
-                        message_ids: vec![message_id],
-                    });
-                    if let Err(e) = self.send_content(&[sender_user], &receipt).await {
-                        tracing::warn!(error = %e, "a delivery receipt stays in the outbox");
-                    }
+                if !from_own
+                    && self.options.send_delivery_receipts
+                    && let Err(e) = self.queue_delivery_receipt(sender_user, message_id)
+                {
+                    tracing::warn!(error = %e, "a delivery receipt could not be queued");
                 }
             }
             // This user's own devices confirm deliveries to each other
@@ -1193,6 +1305,23 @@ impl Messenger {
                 error,
             }),
         }
+    }
+
+    fn queue_delivery_receipt(&mut self, to_user: &str, message_id: [u8; 16]) -> Result<()> {
+        let plaintext = content::encode(&Content::Receipt(Receipt {
+            kind: ReceiptKind::Delivered,
+            message_ids: vec![message_id],
+        }))?;
+        let receipt_id = random_id();
+        self.store
+            .get_mut()?
+            .queue_outgoing(&receipt_id, &[to_user], &plaintext)?;
+        self.receipts_due.push_back(DueReceipt {
+            message_id: receipt_id,
+            to_user: to_user.to_owned(),
+            plaintext,
+        });
+        Ok(())
     }
 
     /// After a restart: messages stored but not acknowledged (the process
@@ -1215,15 +1344,15 @@ impl Messenger {
             .collect();
         self.ack(&ids).await?;
         for m in pending {
-            self.surface(
+            self.report(
                 &m.sender_user,
                 m.sender_device,
                 m.message_id,
                 m.received_at_ms,
                 &m.body,
-            )
-            .await;
+            );
         }
+        self.send_due_receipts().await;
         Ok(())
     }
 
@@ -1287,13 +1416,32 @@ impl Messenger {
     }
 }
 
-/// Hooks for the integration tests; not API.
+/// Hooks for ward-client's own integration tests (feature `test-hooks`,
+/// which apps do not enable): they make states a test cannot otherwise
+/// reach. Not API.
+#[cfg(feature = "test-hooks")]
 impl Messenger {
     /// From now on, a delivery is decrypted and stored but not
     /// acknowledged, and `next_event` returns an error instead: what a
     /// process killed between the commit and the `Ack` leaves behind.
-    #[doc(hidden)]
     pub fn simulate_crash_before_ack(&mut self) {
         self.crash_before_ack = true;
+    }
+
+    /// The next delivery is stored and its event queued, then the call
+    /// waits forever instead of acknowledging it: what a wait cancelled at
+    /// that point leaves behind.
+    pub fn stall_before_next_ack(&mut self) {
+        self.stall_before_ack = true;
+    }
+
+    /// Sends `plaintext` as it is, not a `ward.content.v1` encoding: what
+    /// a faulty or newer client could send (CNT-9).
+    pub async fn send_raw_plaintext(
+        &mut self,
+        users: &[&str],
+        plaintext: &[u8],
+    ) -> Result<[u8; 16]> {
+        self.send_plaintext(users, plaintext).await
     }
 }

@@ -333,6 +333,58 @@ async fn a_message_stored_before_a_crash_is_reported_once_after_reopening() {
 }
 
 #[tokio::test]
+async fn a_wait_dropped_while_acknowledging_loses_nothing() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+
+        let first = alice.send(&["bob"], Message::text("first")).await.unwrap();
+        // The wait is dropped after the message was stored, before the Ack
+        // (what an app's timeout, or the FFI's interruption, can do).
+        bob.stall_before_next_ack();
+        let cut = tokio::time::timeout(Duration::from_millis(500), bob.next_event()).await;
+        assert!(cut.is_err(), "the stalled wait returned: {cut:?}");
+        assert_eq!(bob.store().unwrap().unacknowledged().unwrap().len(), 1);
+
+        // The next call reports it, and the one after acknowledges it and
+        // sends its delivery receipt before waiting.
+        let got = next_message(&mut bob).await;
+        assert_eq!(
+            (got.message_id, got.message.text.as_str()),
+            (first, "first")
+        );
+        let second = alice.send(&["bob"], Message::text("second")).await.unwrap();
+        assert_eq!(next_message(&mut bob).await.message_id, second);
+        assert!(bob.store().unwrap().unacknowledged().unwrap().is_empty());
+        let mut receipted = Vec::new();
+        while receipted.len() < 2 {
+            let (from, kind, ids) = next_receipt(&mut alice).await;
+            assert_eq!((from.as_str(), kind), ("bob", ReceiptKind::Delivered));
+            receipted.extend(ids);
+        }
+        receipted.sort();
+        let mut expected = vec![first, second];
+        expected.sort();
+        assert_eq!(receipted, expected);
+
+        // Nothing is delivered again after reopening.
+        bob.close().await;
+        let mut bob = Messenger::open(relay.store_path("bob"), &key_of("bob"), options())
+            .await
+            .unwrap();
+        assert_quiet(&mut bob).await;
+        assert!(bob.store().unwrap().pending_outgoing().unwrap().is_empty());
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_new_device_of_a_contact_is_reported_and_changes_the_safety_number() {
     bounded(async {
         let mut relay = TestRelay::start();
@@ -554,6 +606,248 @@ async fn sends_wait_out_rate_limits() {
         }
         alice.close().await;
         bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_refused_by_the_relay_stays_in_the_outbox_and_is_sent_on_the_next_open() {
+    bounded(async {
+        // A tiny burst, refilled slowly: the sender runs out within a few
+        // sends, and gives up at once (no waiting out the limit).
+        let mut relay = TestRelay::start_with(Limits {
+            request_burst: 10,
+            requests_per_second: 1,
+            ..Limits::default()
+        });
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let impatient = MessengerOptions {
+            max_rate_limit_wait: Duration::ZERO,
+            send_delivery_receipts: false,
+            ..options()
+        };
+        let mut alice = relay.enroll("alice", "alice", impatient.clone()).await;
+        // Bob waits out the limit on his acks, as apps do by default.
+        let no_receipts = MessengerOptions {
+            send_delivery_receipts: false,
+            ..options()
+        };
+        let mut bob = relay.enroll("bob", "bob", no_receipts).await;
+
+        let mut sent = Vec::new();
+        let refused = loop {
+            assert!(sent.len() < 20, "the relay never refused a send");
+            match alice
+                .send(&["bob"], Message::text(format!("n{}", sent.len())))
+                .await
+            {
+                Ok(id) => sent.push(id),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(refused, ClientError::Refused { .. }),
+            "{refused:?}"
+        );
+        let pending = alice.store().unwrap().pending_outgoing().unwrap();
+        assert_eq!(pending.len(), 1);
+        let pending_id = pending[0].message_id;
+        assert!(!sent.contains(&pending_id));
+        // The app is killed now: no close, no flush.
+        drop(alice);
+
+        // Reopening resends it with its id (a new connection, a new burst).
+        let alice = Messenger::open(relay.store_path("alice"), &key_of("alice"), impatient)
+            .await
+            .unwrap();
+        assert!(
+            alice
+                .store()
+                .unwrap()
+                .pending_outgoing()
+                .unwrap()
+                .is_empty()
+        );
+        for id in &sent {
+            assert_eq!(&next_message(&mut bob).await.message_id, id);
+        }
+        let got = next_message(&mut bob).await;
+        assert_eq!(got.message_id, pending_id);
+        assert_eq!(got.message.text, format!("n{}", sent.len()));
+        assert_quiet(&mut bob).await;
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_the_relay_refuses_for_good_is_not_kept_for_resending() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let refused = alice
+            .send(&["nobody"], Message::text("hello?"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                ClientError::Refused {
+                    code: ward_client::wire::ErrorCode::NotFound,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(alice.store().unwrap().outbox().unwrap().is_empty());
+        alice.flush_outbox().await.unwrap();
+        alice.close().await;
+        // Nothing to resend, nothing to fail on the next open.
+        let alice = Messenger::open(relay.store_path("alice"), &key_of("alice"), options())
+            .await
+            .unwrap();
+        alice.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn content_that_does_not_decode_is_reported_unreadable_acknowledged_and_kept_apart() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+
+        let garbled = alice
+            .send_raw_plaintext(&["bob"], b"\xff\x00 not ward.content.v1")
+            .await
+            .unwrap();
+        match next_event(&mut bob).await {
+            Event::Unreadable {
+                from_user,
+                from_device,
+                message_id,
+                ..
+            } => {
+                assert_eq!(from_user, "alice");
+                assert_eq!(&from_device, alice.device_key());
+                assert_eq!(message_id, garbled);
+            }
+            other => panic!("expected Unreadable, got {other:?}"),
+        }
+        // Acknowledged like any delivery (the relay does not push it again),
+        // no delivery receipt for it, and the session goes on.
+        let fine = alice
+            .send(&["bob"], Message::text("this one reads"))
+            .await
+            .unwrap();
+        let got = next_message(&mut bob).await;
+        assert_eq!(
+            (got.message_id, got.message.text.as_str()),
+            (fine, "this one reads")
+        );
+        let (from, kind, ids) = next_receipt(&mut alice).await;
+        assert_eq!(
+            (from.as_str(), kind, ids),
+            ("bob", ReceiptKind::Delivered, vec![fine])
+        );
+        assert!(bob.store().unwrap().unacknowledged().unwrap().is_empty());
+        bob.close().await;
+        let mut bob = Messenger::open(relay.store_path("bob"), &key_of("bob"), options())
+            .await
+            .unwrap();
+        assert_quiet(&mut bob).await;
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_signed_prekey_rotates_and_new_contacts_use_the_new_one() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let rotating = |grace: Duration| MessengerOptions {
+            signed_prekey_rotation: Duration::from_secs(1),
+            signed_prekey_grace: grace,
+            send_delivery_receipts: false,
+            ..options()
+        };
+        let mut bob = relay
+            .enroll("bob", "bob", rotating(Duration::from_secs(3600)))
+            .await;
+        let first = bob.store().unwrap().signed_prekeys().unwrap();
+        assert_eq!(first.len(), 1);
+        // A session opened on the first set.
+        let mut alice_phone = relay.enroll("alice", "alice-phone", options()).await;
+        let before = alice_phone
+            .send(&["bob"], Message::text("before"))
+            .await
+            .unwrap();
+        assert_eq!(next_message(&mut bob).await.message_id, before);
+        bob.close().await;
+
+        // Due (created_at has a one-second resolution): reopening rotates,
+        // and the superseded set is kept for its grace period.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let bob = Messenger::open(
+            relay.store_path("bob"),
+            &key_of("bob"),
+            rotating(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+        let held = bob.store().unwrap().signed_prekeys().unwrap();
+        assert_eq!(held.len(), 2, "{held:?}");
+        assert_eq!(held[1].id, first[0].id);
+        assert!(held[0].id != first[0].id && held[0].created_at > first[0].created_at);
+        bob.close().await;
+
+        // Without a grace period, the next rotation deletes the old sets.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let mut bob = Messenger::open(
+            relay.store_path("bob"),
+            &key_of("bob"),
+            rotating(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+        let current = bob.store().unwrap().signed_prekeys().unwrap();
+        assert_eq!(current.len(), 1, "{current:?}");
+        assert!(current[0].created_at > held[0].created_at);
+
+        // A new contact gets the current set from the relay: Bob, who
+        // holds no other, accepts its session. The old session goes on.
+        let mut alice_desktop = relay.enroll("alice", "alice-desktop", options()).await;
+        let after = alice_desktop
+            .send(&["bob"], Message::text("after"))
+            .await
+            .unwrap();
+        let got = next_message(&mut bob).await;
+        assert_eq!(
+            (got.message_id, got.message.text.as_str()),
+            (after, "after")
+        );
+        assert_eq!(&got.sender_device, alice_desktop.device_key());
+        let again = alice_phone
+            .send(&["bob"], Message::text("still here"))
+            .await
+            .unwrap();
+        assert_eq!(next_message(&mut bob).await.message_id, again);
+        for m in [alice_phone, alice_desktop, bob] {
+            m.close().await;
+        }
         relay.stop().await;
     })
     .await;
