@@ -85,7 +85,8 @@ pub trait WardListener: Send + Sync {
 /// Create one with [`WardDevice::enroll`], reopen it with
 /// [`WardDevice::open`]. Calls may overlap: they take turns on the device,
 /// and a call waiting for its turn interrupts a pending
-/// [`WardDevice::next_event`] (which resumes after it), so an app can wait
+/// [`WardDevice::next_event`] (which resumes after it, losing nothing:
+/// [`Messenger::next_event`] is cancel-safe), so an app can wait
 /// for events (or [`WardDevice::start_listening`]) and send at the same
 /// time.
 #[derive(uniffi::Object)]
@@ -339,7 +340,7 @@ impl WardDevice {
         runtime::run(move || async move { self.next().await }).await
     }
 
-    /// Drops the keys in memory; every call but `unlock`, `close` and
+    /// Drops the keys in memory; every call but `unlock`, `shutdown` and
     /// `wipe` fails with [`WardError::Locked`] until `unlock`.
     pub async fn lock(self: Arc<Self>) -> Result<()> {
         self.with(async |m| {
@@ -381,9 +382,11 @@ impl WardDevice {
         .await
     }
 
-    /// Closes the connection; the device is closed (open it again with
-    /// [`WardDevice::open`]). Closing twice is not an error.
-    pub async fn close(self: Arc<Self>) -> Result<()> {
+    /// Closes the connection and the store; the device is closed (open it
+    /// again with [`WardDevice::open`]). Shutting down twice is not an
+    /// error. (Not `close`: Kotlin objects have a `close()` of their own,
+    /// from `AutoCloseable`, which frees the Rust object.)
+    pub async fn shutdown(self: Arc<Self>) -> Result<()> {
         self.stop_listener();
         runtime::run(move || async move {
             let messenger = self.turn().await.take();
@@ -396,7 +399,7 @@ impl WardDevice {
     }
 
     /// Calls `listener` with every event, on the runtime thread, until an
-    /// error (see [`WardListener::on_error`]), `stop_listening`, `close`
+    /// error (see [`WardListener::on_error`]), `stop_listening`, `shutdown`
     /// or `wipe`. A listener already set is replaced.
     pub fn start_listening(self: Arc<Self>, listener: Arc<dyn WardListener>) -> Result<()> {
         let (stop, stopped) = oneshot::channel::<()>();

@@ -2,8 +2,8 @@
 
 use ward_client::{ClientError, StoreError};
 
-/// Why a call failed. Messages are for logs and people, not for parsing;
-/// branch on the variant (and on `Refused`'s `code`).
+/// Why a call failed. The `detail` strings are for logs and people, not
+/// for parsing; branch on the variant (and on `Refused`'s `code`).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum WardError {
     /// The storage key does not open this store.
@@ -14,45 +14,46 @@ pub enum WardError {
     #[error("the device is locked")]
     Locked,
     /// The relay refused the request.
-    #[error("the relay refused the request: {code}: {message}")]
+    #[error("the relay refused the request: {code}: {detail}")]
     Refused {
         /// The relay's error code, as in the protocol without its
         /// `ERROR_CODE_` prefix: `NOT_FOUND`, `ENROLLMENT_REFUSED`,
         /// `REVOKED`, `RATE_LIMITED`, ...
         code: String,
-        /// The relay's explanation, for people.
-        message: String,
+        /// The relay's explanation, for people. (Not `message`: Kotlin's
+        /// exceptions have a `message` of their own.)
+        detail: String,
         /// With `RATE_LIMITED`: how long to wait before retrying, in ms.
         retry_after_ms: u64,
     },
     /// The relay could not be reached, or the connection was lost: open
     /// the device again.
-    #[error("connection: {message}")]
+    #[error("connection: {detail}")]
     Connection {
         /// What failed.
-        message: String,
+        detail: String,
     },
     /// An argument is malformed: a storage key that is not 32 bytes, a
     /// bad address or fingerprint, a message id that is not 16 bytes, a
     /// message over the content limits.
-    #[error("invalid argument: {message}")]
+    #[error("invalid argument: {detail}")]
     InvalidArgument {
         /// Which argument, and why.
-        message: String,
+        detail: String,
     },
     /// The device store failed: damaged, in use by another process, not
     /// a Ward store, ...
-    #[error("device store: {message}")]
+    #[error("device store: {detail}")]
     Store {
         /// What failed.
-        message: String,
+        detail: String,
     },
     /// A session operation failed (a message did not decrypt, a prekey
     /// bundle did not verify), or the relay answered out of protocol.
-    #[error("protocol: {message}")]
+    #[error("protocol: {detail}")]
     Protocol {
         /// What failed.
-        message: String,
+        detail: String,
     },
     /// No device is enrolled in this store: `enroll` one.
     #[error("no device is enrolled in this store")]
@@ -70,17 +71,17 @@ pub enum WardError {
     #[error("the device is closed")]
     Closed,
     /// A failure of the bindings themselves (a bug): report it.
-    #[error("internal error: {message}")]
+    #[error("internal error: {detail}")]
     Internal {
         /// What failed.
-        message: String,
+        detail: String,
     },
 }
 
 impl WardError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidArgument {
-            message: message.into(),
+            detail: message.into(),
         }
     }
 }
@@ -91,7 +92,7 @@ impl From<ClientError> for WardError {
             ClientError::Store(StoreError::WrongKey) => Self::WrongKey,
             ClientError::Store(StoreError::Locked) | ClientError::Locked => Self::Locked,
             ClientError::Store(e) => Self::Store {
-                message: e.to_string(),
+                detail: e.to_string(),
             },
             ClientError::Refused {
                 code,
@@ -103,19 +104,19 @@ impl From<ClientError> for WardError {
                     .as_str_name()
                     .trim_start_matches("ERROR_CODE_")
                     .to_owned(),
-                message,
+                detail: message,
                 retry_after_ms,
             },
             e @ (ClientError::Connect(_) | ClientError::Connection(_) | ClientError::Stream(_)) => {
                 Self::Connection {
-                    message: e.to_string(),
+                    detail: e.to_string(),
                 }
             }
             e @ (ClientError::Protocol(_)
             | ClientError::Frame(_)
             | ClientError::UnexpectedResponse
             | ClientError::BundleMismatch) => Self::Protocol {
-                message: e.to_string(),
+                detail: e.to_string(),
             },
             ClientError::Content(e) => Self::invalid(e.to_string()),
             ClientError::NotEnrolled => Self::NotEnrolled,
@@ -123,7 +124,7 @@ impl From<ClientError> for WardError {
             ClientError::UnknownContact => Self::UnknownContact,
             ClientError::NoBundle => Self::Unreachable,
             e => Self::Internal {
-                message: e.to_string(),
+                detail: e.to_string(),
             },
         }
     }

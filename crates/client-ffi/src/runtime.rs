@@ -43,7 +43,7 @@ fn start() -> Result<mpsc::UnboundedSender<Job>, String> {
 
 fn internal(message: impl Into<String>) -> WardError {
     WardError::Internal {
-        message: message.into(),
+        detail: message.into(),
     }
 }
 

@@ -36,11 +36,11 @@ fn refusals_carry_the_code_without_its_prefix() {
     match error {
         WardError::Refused {
             code,
-            message,
+            detail,
             retry_after_ms,
         } => {
             assert_eq!(code, "RATE_LIMITED");
-            assert_eq!(message, "slow down");
+            assert_eq!(detail, "slow down");
             assert_eq!(retry_after_ms, 1500);
         }
         other => panic!("{other:?}"),

@@ -207,7 +207,7 @@ class FfiTest(unittest.IsolatedAsyncioTestCase):
             await bounded(a1.safety_number("nobody"))
         with self.assertRaises(WardError.InvalidArgument):
             await bounded(b1.send_receipt("alice", WardReceiptKind.READ, [b"short"]))
-        await bounded(a2.close())
+        await bounded(a2.shutdown())
         with self.assertRaises(WardError.Closed):
             await bounded(a2.next_event())
         with self.assertRaises(WardError.WrongKey):
@@ -263,7 +263,7 @@ class FfiTest(unittest.IsolatedAsyncioTestCase):
         with self.assertRaises(WardError.Closed):
             await bounded(b1.send_text(["alice"], "gone", False))
         for device in (a1, a2):
-            await bounded(device.close())
+            await bounded(device.shutdown())
 
 
 if __name__ == "__main__":
