@@ -2,7 +2,7 @@
 //!
 //! Everything here is deterministic: one seed always gives the same keys,
 //! sessions and messages. That is what lets a crash replay exactly, and lets
-//! `examples/seed_corpus.rs` write seed inputs that are valid for the very
+//! `src/bin/seed_corpus.rs` write seed inputs that are valid for the very
 //! sessions the targets rebuild.
 
 use rand_core::SeedableRng;

@@ -9,7 +9,9 @@
 //! entries of spec/vectors/audit.json, a longest entry, a signed head and
 //! whole exports signed with the vectors' relay key.
 //!
-//! Usage: `cargo run --release --example seed_corpus -- CORPUS_DIR`
+//! Usage: `cargo fuzz build seed_corpus`, then
+//! `target/x86_64-unknown-linux-gnu/release/seed_corpus CORPUS_DIR` (what
+//! scripts/fuzz.sh does).
 
 use std::fs;
 use std::path::Path;
