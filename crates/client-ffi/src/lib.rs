@@ -20,10 +20,9 @@
 //! Foreign code awaits the async methods as coroutines (Python `asyncio`,
 //! Kotlin `suspend`, Swift `async`). Their work runs on one process-wide
 //! tokio runtime, on a thread of its own, which also runs the messengers'
-//! connection tasks and [`WardDevice::start_listening`]'s tasks (a
-//! [`ward_client::Messenger`]'s futures are not `Send`, so UniFFI's
-//! `async_runtime = "tokio"` wrapper cannot poll them). Cancelling the
-//! foreign call drops the Rust future.
+//! connection tasks and [`WardDevice::start_listening`]'s tasks, whichever
+//! thread the foreign executor polls from. Cancelling the foreign call
+//! drops the Rust future.
 //!
 //! # Building the bindings
 //!

@@ -1,12 +1,13 @@
 //! The process-wide runtime the devices run on.
 //!
-//! A [`Messenger`](ward_client::Messenger)'s futures are not `Send` (they
-//! hold borrows of its SQLite store across awaits), so they cannot be
-//! handed to UniFFI's foreign executors, which may poll on any thread.
-//! They run instead on one thread of the crate's own: a current-thread
-//! tokio runtime with a [`LocalSet`], started on first use. A foreign call
-//! sends its work there and awaits the answer on a channel; dropping the
-//! call's future (a cancelled coroutine) drops the work at its next await.
+//! Foreign executors poll the exported futures on threads of their own
+//! choosing, and a device's connection task and listener must keep running
+//! between calls; so every device's work runs on one thread of the crate's
+//! own: a current-thread tokio runtime with a [`LocalSet`], started on first
+//! use. A foreign call sends its work there and awaits the answer on a
+//! channel; dropping the call's future (a cancelled coroutine) drops the
+//! work at its next await, which the messenger's methods tolerate
+//! (`Messenger::next_event` is cancel-safe).
 
 use std::future::Future;
 use std::sync::OnceLock;

@@ -264,6 +264,9 @@ impl StoreSlot {
 /// [`MessengerOptions::auto_lock_after`] of inactivity) every operation but
 /// [`Messenger::unlock`], [`Messenger::close`] and [`Messenger::wipe`]
 /// fails with [`ClientError::Locked`].
+///
+/// Its futures are `Send`, so they can run as tasks of a multi-threaded
+/// runtime; a messenger is used by one task at a time (`&mut self`).
 pub struct Messenger {
     store: StoreSlot,
     user: String,
@@ -582,7 +585,7 @@ impl Messenger {
 
     /// One request; `RATE_LIMITED` refusals are waited out (`retry_after_ms`,
     /// spec/08 RLY-32) up to [`MessengerOptions::max_rate_limit_wait`] in all.
-    async fn request(&self, body: Req) -> Result<Resp> {
+    async fn request(&mut self, body: Req) -> Result<Resp> {
         let mut waited = Duration::ZERO;
         loop {
             match self.connection.request(body.clone()).await {
@@ -792,7 +795,7 @@ impl Messenger {
 
     /// The devices a send to `users` must reach, by user: every active
     /// device of theirs and this user's other devices.
-    async fn recipients(&self, users: &[String]) -> Result<DeviceLists> {
+    async fn recipients(&mut self, users: &[String]) -> Result<DeviceLists> {
         let mut user_ids = users.to_vec();
         if !user_ids.contains(&self.user) {
             user_ids.push(self.user.clone());

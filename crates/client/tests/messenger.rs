@@ -252,6 +252,40 @@ async fn a_message_reaches_every_device_and_the_senders_other_device_sees_it_as_
     .await;
 }
 
+/// `Messenger`'s futures are `Send`: an app can hand them to a
+/// multi-threaded runtime as tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messengers_run_as_spawned_tasks_on_a_multi_threaded_runtime() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let receiving = tokio::spawn(async move {
+            let got = next_message(&mut bob).await;
+            (bob, got)
+        });
+        let sending = tokio::spawn(async move {
+            let id = alice
+                .send(&["bob"], Message::text("from a task"))
+                .await
+                .unwrap();
+            (alice, id)
+        });
+        let (alice, id) = sending.await.unwrap();
+        let (bob, got) = receiving.await.unwrap();
+        assert_eq!(
+            (got.message_id, got.message.text.as_str()),
+            (id, "from a task")
+        );
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_offline_device_gets_its_messages_when_reopened() {
     bounded(async {
