@@ -16,7 +16,7 @@ use ward_client::{
 };
 use ward_relay::metrics::Metrics;
 use ward_relay::server::{Limits, Relay, RelayOptions};
-use ward_relay::storage::{SqliteStorage, Storage, StorageConfig};
+use ward_relay::storage::{DeviceKey, SqliteStorage, Storage, StorageConfig};
 
 const HOUR_MS: u64 = 3_600_000;
 /// Every test ends within this time.
@@ -801,6 +801,57 @@ async fn content_that_does_not_decode_is_reported_unreadable_acknowledged_and_ke
         assert_quiet(&mut bob).await;
         alice.close().await;
         bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_time_prekeys_are_replenished_when_the_relay_says_they_run_low() {
+    bounded(async {
+        let mut relay = TestRelay::start_with(Limits {
+            prekeys_low_threshold: 3,
+            ..Limits::default()
+        });
+        relay.add_user("bob");
+        let bob_options = MessengerOptions {
+            one_time_batch: 4,
+            send_delivery_receipts: false,
+            ..options()
+        };
+        let mut bob = relay.enroll("bob", "bob", bob_options).await;
+        let bob_key = DeviceKey(*bob.device_key());
+        let on_relay = |relay: &TestRelay| relay.storage.one_time_prekey_count(&bob_key).unwrap();
+        assert_eq!(on_relay(&relay), 4);
+
+        // Each new contact claims one; the second claim leaves 2 (< 3), and
+        // the relay tells Bob, whose messenger uploads another batch.
+        let mut senders = Vec::new();
+        for user in ["carol", "dave", "erin"] {
+            relay.add_user(user);
+            let mut sender = relay.enroll(user, user, options()).await;
+            let id = sender.send(&["bob"], Message::text(user)).await.unwrap();
+            assert_eq!(next_message(&mut bob).await.message_id, id);
+            senders.push(sender);
+        }
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        while on_relay(&relay) < 4 {
+            assert!(tokio::time::Instant::now() < deadline, "no replenishment");
+            // The notice is a push: Bob's messenger handles it while waiting.
+            let _ = tokio::time::timeout(Duration::from_millis(100), bob.next_event()).await;
+        }
+        assert_eq!(on_relay(&relay), 1 + 4);
+        assert_eq!(bob.store().unwrap().one_time_prekey_count().unwrap(), 1 + 4);
+
+        // A later contact still opens its session with a one-time prekey.
+        relay.add_user("frank");
+        let mut frank = relay.enroll("frank", "frank", options()).await;
+        let id = frank.send(&["bob"], Message::text("frank")).await.unwrap();
+        assert_eq!(next_message(&mut bob).await.message_id, id);
+        assert_eq!(on_relay(&relay), 4);
+        for m in senders.into_iter().chain([frank, bob]) {
+            m.close().await;
+        }
         relay.stop().await;
     })
     .await;
