@@ -858,6 +858,55 @@ async fn one_time_prekeys_are_replenished_when_the_relay_says_they_run_low() {
 }
 
 #[tokio::test]
+async fn a_prekey_set_the_relay_substituted_is_refused_and_nothing_is_sent() {
+    bounded(async {
+        let mut relay = TestRelay::start();
+        for user in ["alice", "bob", "mallory"] {
+            relay.add_user(user);
+        }
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let mallory = relay.enroll("mallory", "mallory", options()).await;
+        // A compromised relay serves, under Bob's device, a prekey set that
+        // is validly signed, by another identity.
+        let (bob_key, mallory_key) = (
+            DeviceKey(*bob.device_key()),
+            DeviceKey(*mallory.device_key()),
+        );
+        let forged = relay
+            .storage
+            .claim_bundle(&mallory_key, &mallory_key, now_ms())
+            .unwrap()
+            .signed_prekeys;
+        relay
+            .storage
+            .put_signed_prekeys(&bob_key, &forged, now_ms())
+            .unwrap();
+
+        let mut alice = relay.enroll("alice", "alice", options()).await;
+        let refused = alice
+            .send(&["bob"], Message::text("for Bob only"))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, ClientError::Protocol(_)), "{refused:?}");
+        assert!(
+            alice
+                .store()
+                .unwrap()
+                .session(&bob_key.0)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(relay.storage.queue_len(&bob_key).unwrap(), 0);
+        assert_quiet(&mut bob).await;
+        for m in [alice, bob, mallory] {
+            m.close().await;
+        }
+        relay.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_signed_prekey_rotates_and_new_contacts_use_the_new_one() {
     bounded(async {
         let mut relay = TestRelay::start();
