@@ -319,3 +319,39 @@ fn every_bit_of_a_later_pre_key_message_is_authenticated() {
     }
     assert_eq!(to_alice.decrypt(&second).unwrap(), b"two");
 }
+
+#[test]
+fn a_one_time_prekey_of_small_order_fails_the_handshake() {
+    // X25519 points of small order, canonical or not (u = 0, 1, the two
+    // points of order 8, p − 1, p, p + 1): every DH with one is all zero,
+    // which the handshake refuses (KEY-8, HS-4) instead of deriving keys an
+    // attacker knows.
+    let small_order = [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ];
+    let mut r = rng(41);
+    let bob = Device::new(&mut r);
+    let alice = ward_core::IdentityKeyPair::generate(&mut r);
+    for hex_key in small_order {
+        let key: [u8; 32] =
+            core::array::from_fn(|i| u8::from_str_radix(&hex_key[2 * i..2 * i + 2], 16).unwrap());
+        let one_time = ward_core::OneTimePreKey { id: 9, key };
+        let outcome = PreKeyBundle::new(
+            bob.identity.public().clone(),
+            bob.signed.public().clone(),
+            Some(one_time),
+        )
+        .and_then(|bundle| Session::initiate(&mut r, &alice, &bundle));
+        assert!(
+            matches!(outcome, Err(Error::NonContributoryKey)),
+            "{hex_key}: {:?}",
+            outcome.err()
+        );
+    }
+}
