@@ -355,3 +355,44 @@ fn a_one_time_prekey_of_small_order_fails_the_handshake() {
         );
     }
 }
+
+#[test]
+fn protobuf_decoders_skip_unknown_fields_and_refuse_unparsable_input() {
+    let mut r = rng(42);
+    let bob = Device::new(&mut r);
+    let bundle = bob.bundle(true);
+    // An unknown field (number 15, varint 1) appended: skipped (ENC-8),
+    // the bundle decodes to the same value.
+    let mut extended = bundle.clone();
+    extended.extend_from_slice(&[15 << 3, 1]);
+    assert_eq!(PreKeyBundle::decode(&extended).unwrap().encode(), bundle);
+    // A length-delimited field whose length runs past the end: refused.
+    let mut cut = bundle[..1].to_vec();
+    cut.extend_from_slice(&[(1 << 3) | 2, 0x7f, 0x00]);
+    assert!(matches!(
+        PreKeyBundle::decode(&cut),
+        Err(Error::Decode(DecodeError::Protobuf))
+    ));
+}
+
+#[test]
+fn the_last_counter_of_a_chain_is_never_used() {
+    use ward_proto::Message as _;
+    let mut p = Pair::new(43, true);
+    let _ = p.b_to_a(b"bob's chain is open");
+    // A session whose sending chain is at 2^32 - 2 (4 billion messages in).
+    let bytes = p.bob.to_bytes();
+    let mut state = ward_proto::core_v1::SessionState::decode(&bytes[1..]).unwrap();
+    state.sending_chain.as_mut().unwrap().index = u32::MAX - 1;
+    let mut worn = bytes[..1].to_vec();
+    worn.extend_from_slice(&state.encode_to_vec());
+    let mut bob = Session::from_bytes(&worn).unwrap();
+    bob.encrypt(&mut p.rng, b"counter 2^32 - 2").unwrap();
+    // 2^32 - 1 is not used (DR-18): refused, and the state is unchanged.
+    let before = bob.to_bytes();
+    assert!(matches!(
+        bob.encrypt(&mut p.rng, b"one more"),
+        Err(Error::ChainExhausted)
+    ));
+    assert_eq!(bob.to_bytes(), before);
+}
