@@ -396,3 +396,33 @@ fn the_last_counter_of_a_chain_is_never_used() {
     ));
     assert_eq!(bob.to_bytes(), before);
 }
+
+#[test]
+fn skipped_keys_are_bounded_per_session_oldest_evicted() {
+    let mut p = Pair::new(44, true);
+    // Three of Alice's chains, each delivered only by its last message:
+    // about 3,000 skipped keys, above the per-session bound (DR-16).
+    let mut first_skipped = None;
+    let mut kept = Vec::new();
+    for chain in 0..3 {
+        let mut sent = Vec::new();
+        for _ in 0..limits::MAX_SKIP {
+            sent.push(p.a_to_b(b"x"));
+        }
+        p.bob.decrypt(sent.last().unwrap()).unwrap();
+        if chain == 0 {
+            first_skipped = Some(sent[0].clone());
+        }
+        kept = sent;
+        // Bob answers, so Alice's next messages start a new chain.
+        let reply = p.b_to_a(b"next");
+        p.alice.decrypt(&reply).unwrap();
+    }
+    assert_eq!(p.bob.skipped_key_count(), limits::MAX_SKIPPED_PER_SESSION);
+    assert_eq!(
+        p.bob.decrypt(&first_skipped.unwrap()),
+        Err(Error::DuplicateOrExpired)
+    );
+    // The newest chain's skipped keys are kept.
+    assert_eq!(p.bob.decrypt(&kept[0]).unwrap(), b"x");
+}
