@@ -916,14 +916,31 @@ impl Messenger {
         self.store
             .get_mut()?
             .queue_outgoing(&message_id, &user_refs, plaintext)?;
-        if let Err(e) = self.deliver(&message_id, &users, plaintext).await {
-            if is_final(&e) {
-                self.store.get_mut()?.delete_outgoing(&message_id)?;
-            }
-            return Err(e);
-        }
-        self.store.get_mut()?.mark_sent(&message_id)?;
+        self.deliver_queued(&message_id, &users, plaintext).await?;
         Ok(message_id)
+    }
+
+    /// Hands a message of the outbox to the relay: marked sent when the
+    /// relay took it, dropped from the outbox when refused for good (see
+    /// `is_final`), left pending otherwise.
+    async fn deliver_queued(
+        &mut self,
+        message_id: &[u8; 16],
+        users: &[String],
+        plaintext: &[u8],
+    ) -> Result<()> {
+        match self.deliver(message_id, users, plaintext).await {
+            Ok(()) => {
+                self.store.get_mut()?.mark_sent(message_id)?;
+                Ok(())
+            }
+            Err(e) => {
+                if is_final(&e) {
+                    self.store.get_mut()?.delete_outgoing(message_id)?;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Sends `message` to every current device of `users` and to this
@@ -967,19 +984,11 @@ impl Messenger {
         let mut first_error = None;
         for pending in self.store.get_mut()?.pending_outgoing()? {
             let sent = self
-                .deliver(&pending.message_id, &pending.recipients, &pending.body)
+                .deliver_queued(&pending.message_id, &pending.recipients, &pending.body)
                 .await;
-            match sent {
-                Ok(()) => {
-                    self.store.get_mut()?.mark_sent(&pending.message_id)?;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "resending a pending message failed");
-                    if is_final(&e) {
-                        self.store.get_mut()?.delete_outgoing(&pending.message_id)?;
-                    }
-                    first_error.get_or_insert(e);
-                }
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "resending a pending message failed");
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -1132,18 +1141,17 @@ impl Messenger {
     }
 
     /// Hands the due delivery receipts to the relay, oldest first. One that
-    /// fails stays in the outbox (for [`Messenger::flush_outbox`] and the
-    /// next open); one whose sending is dropped half-way stays due, and is
-    /// resent with its id (RLY-25).
+    /// fails is left to the outbox (`deliver_queued`: for
+    /// [`Messenger::flush_outbox`] and the next open); one whose sending is
+    /// dropped half-way stays due, and is resent with its id (RLY-25).
     async fn send_due_receipts(&mut self) {
         while let Some(due) = self.receipts_due.front() {
             let (id, to_user, plaintext) =
                 (due.message_id, due.to_user.clone(), due.plaintext.clone());
-            let sent = self.deliver(&id, &[to_user], &plaintext).await;
+            let sent = self.deliver_queued(&id, &[to_user], &plaintext).await;
             self.receipts_due.pop_front();
-            match sent.and_then(|()| Ok(self.store.get_mut()?.mark_sent(&id)?)) {
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "a delivery receipt stays in the outbox"),
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "a delivery receipt was not sent");
             }
         }
     }
