@@ -10,8 +10,9 @@
 # target and exits non-zero if any target crashed or any regression input
 # still fails. Crash inputs land in fuzz/artifacts/<target>/.
 #
-# Needs a nightly toolchain (cargo-fuzz uses sanitizer flags) and reaches no
-# network but crates.io (to install cargo-fuzz if it is missing).
+# Needs a nightly toolchain (cargo-fuzz uses sanitizer flags) and
+# cargo-fuzz, which scripts/tools.sh installs if missing (from rustup and
+# crates.io, the only network it reaches).
 set -euo pipefail
 
 seconds="${1:-30}"
@@ -23,14 +24,8 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root/fuzz"
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "fuzz.sh: a nightly toolchain is required (rustup toolchain install nightly)" >&2
-    exit 2
-fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    echo "== installing cargo-fuzz"
-    cargo install cargo-fuzz --locked
-fi
+# The nightly toolchain and cargo-fuzz, installed if missing.
+"$root/scripts/tools.sh" fuzz
 
 # Every build and run must use the same flags, or `cargo fuzz run` rebuilds.
 # Debug assertions turn integer overflow in ward-core into a crash.
