@@ -4,6 +4,9 @@
 //!   (spec/09). It lives in [`AUDIT_KEY_FILE`] in the data directory: the 32
 //!   raw bytes of an Ed25519 secret key, mode 0600, created on first use.
 //!   Auditors verify exports against its public key.
+//! - Key files are read one way: a file of another length, or one that
+//!   users other than its owner may read or write (Unix mode bits
+//!   `0o077`), is refused with a [`KeyError`], never replaced.
 //! - Enrollment tokens ([`new_enrollment_token`]) are `ward-enroll-`
 //!   followed by 64 lowercase hex digits (32 random bytes). The relay stores
 //!   only [`token_hash`], SHA-256 of the token's text.
@@ -42,19 +45,45 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    /// The key file does not hold exactly [`AUDIT_KEY_LEN`] bytes.
-    #[error("{}: an audit signing key file holds exactly 32 bytes, this one {len}", path.display())]
+    /// The key file does not hold exactly the key's length
+    /// ([`AUDIT_KEY_LEN`]).
+    #[error(
+        "{}: a file holding the {what} has exactly {expected} bytes, this one {len}",
+        path.display()
+    )]
     BadLength {
         /// The file.
         path: PathBuf,
-        /// Its length in bytes.
+        /// Which key: "audit signing key".
+        what: &'static str,
+        /// The key's length in bytes.
+        expected: usize,
+        /// The file's length in bytes.
         len: u64,
     },
     /// The key file does not exist (and was not to be created).
-    #[error("{}: no audit signing key (the relay creates it on first start)", path.display())]
+    #[error("{}: no {what} file", path.display())]
     Missing {
         /// The file.
         path: PathBuf,
+        /// Which key.
+        what: &'static str,
+    },
+    /// Users other than the key file's owner may read or write it (Unix
+    /// mode bits `0o077`): the key may have been read, so the relay does
+    /// not use it until the administrator has looked.
+    #[error(
+        "{}: the {what} file is accessible to other users (mode {mode:o}); \
+         chmod 600 it, or replace it if others may have read it",
+        path.display()
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Which key.
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
@@ -68,6 +97,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
+/// What errors and logs call the audit signing key.
+const AUDIT_KEY_NAME: &str = "audit signing key";
+
 /// Loads the audit signing key from `data_dir`, creating the directory
 /// (mode 0700) and a fresh key (mode 0600) if there is none.
 ///
@@ -75,46 +107,14 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 /// or not at all, and if two processes create one at once, both end up
 /// with the one that was linked first.
 pub fn load_or_create_audit_key(data_dir: &Path) -> Result<SigningKey, KeyError> {
-    let path = data_dir.join(AUDIT_KEY_FILE);
-    match load_audit_key(data_dir) {
-        Err(KeyError::Missing { .. }) => {}
-        other => return other,
-    }
-    create_private_dir(data_dir).map_err(io_error(data_dir))?;
-    let mut secret = Zeroizing::new([0u8; AUDIT_KEY_LEN]);
-    getrandom::fill(secret.as_mut_slice()).map_err(KeyError::Random)?;
-    if write_new_file(&path, secret.as_slice(), 0o600).map_err(io_error(&path))? {
-        tracing::info!(path = %path.display(), "created the audit signing key");
-    }
-    // Read back what is on disk: ours, or a concurrent creator's.
-    load_audit_key(data_dir)
+    let secret = load_or_create_key::<AUDIT_KEY_LEN>(data_dir, AUDIT_KEY_FILE, AUDIT_KEY_NAME)?;
+    Ok(SigningKey::from_bytes(&secret))
 }
 
 /// Loads the audit signing key from `data_dir`; [`KeyError::Missing`] if
 /// there is none.
 pub fn load_audit_key(data_dir: &Path) -> Result<SigningKey, KeyError> {
-    let path = data_dir.join(AUDIT_KEY_FILE);
-    let mut file = match std::fs::File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(KeyError::Missing { path });
-        }
-        Err(e) => return Err(io_error(&path)(e)),
-    };
-    let len = file.metadata().map_err(io_error(&path))?.len();
-    if len != AUDIT_KEY_LEN as u64 {
-        return Err(KeyError::BadLength { path, len });
-    }
-    warn_if_accessible_by_others(&path, &file);
-    let mut secret = Zeroizing::new([0u8; AUDIT_KEY_LEN]);
-    file.read_exact(secret.as_mut_slice())
-        .map_err(io_error(&path))?;
-    // The file may have grown since the length check.
-    let mut extra = [0u8; 1];
-    if file.read(&mut extra).map_err(io_error(&path))? != 0 {
-        let len = file.metadata().map_err(io_error(&path))?.len();
-        return Err(KeyError::BadLength { path, len });
-    }
+    let secret = load_key::<AUDIT_KEY_LEN>(&data_dir.join(AUDIT_KEY_FILE), AUDIT_KEY_NAME)?;
     Ok(SigningKey::from_bytes(&secret))
 }
 
@@ -123,22 +123,96 @@ pub fn load_audit_verifying_key(data_dir: &Path) -> Result<VerifyingKey, KeyErro
     load_audit_key(data_dir).map(|key| key.verifying_key())
 }
 
-#[cfg(unix)]
-fn warn_if_accessible_by_others(path: &Path, file: &std::fs::File) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = file.metadata()
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
-            "the audit signing key file is accessible to other users; chmod 600 it"
-        );
+/// Loads the `N`-byte key in `data_dir/name`, creating the directory (mode
+/// 0700) and a fresh key (mode 0600) if there is none. Never replaces a
+/// file: if two processes create one at once, both end up with the one
+/// that was linked first.
+fn load_or_create_key<const N: usize>(
+    data_dir: &Path,
+    name: &str,
+    what: &'static str,
+) -> Result<Zeroizing<[u8; N]>, KeyError> {
+    let path = data_dir.join(name);
+    match load_key(&path, what) {
+        Err(KeyError::Missing { .. }) => {}
+        other => return other,
     }
+    create_private_dir(data_dir).map_err(io_error(data_dir))?;
+    let mut secret = Zeroizing::new([0u8; N]);
+    getrandom::fill(secret.as_mut_slice()).map_err(KeyError::Random)?;
+    if write_new_file(&path, secret.as_slice(), 0o600).map_err(io_error(&path))? {
+        tracing::info!(path = %path.display(), key = what, "created a key file");
+    }
+    // Read back what is on disk: ours, or a concurrent creator's.
+    load_key(&path, what)
+}
+
+/// Reads the `N`-byte key file at `path`: [`KeyError::Missing`] if there
+/// is none, [`KeyError::BadLength`] if it holds another number of bytes,
+/// [`KeyError::TooOpen`] if others may read or write it.
+fn load_key<const N: usize>(
+    path: &Path,
+    what: &'static str,
+) -> Result<Zeroizing<[u8; N]>, KeyError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyError::Missing {
+                path: path.to_owned(),
+                what,
+            });
+        }
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let bad_length = |len| KeyError::BadLength {
+        path: path.to_owned(),
+        what,
+        expected: N,
+        len,
+    };
+    let meta = file.metadata().map_err(io_error(path))?;
+    if meta.len() != N as u64 {
+        return Err(bad_length(meta.len()));
+    }
+    refuse_if_accessible_by_others(path, &meta, what)?;
+    let mut secret = Zeroizing::new([0u8; N]);
+    file.read_exact(secret.as_mut_slice())
+        .map_err(io_error(path))?;
+    // The file may have grown since the length check.
+    let mut extra = [0u8; 1];
+    if file.read(&mut extra).map_err(io_error(path))? != 0 {
+        let len = file.metadata().map_err(io_error(path))?.len();
+        return Err(bad_length(len));
+    }
+    Ok(secret)
+}
+
+#[cfg(unix)]
+fn refuse_if_accessible_by_others(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    what: &'static str,
+) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::TooOpen {
+            path: path.to_owned(),
+            what,
+            mode,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(not(unix))]
-fn warn_if_accessible_by_others(_path: &Path, _file: &std::fs::File) {}
+fn refuse_if_accessible_by_others(
+    _path: &Path,
+    _meta: &std::fs::Metadata,
+    _what: &'static str,
+) -> Result<(), KeyError> {
+    Ok(())
+}
 
 /// A new enrollment token and its hash: `ward-enroll-` followed by the 64
 /// lowercase hex digits of 32 bytes from the operating system's generator
@@ -323,11 +397,57 @@ mod tests {
         let path = dir.path().join(AUDIT_KEY_FILE);
         for len in [0usize, 31, 33, 64] {
             std::fs::write(&path, vec![7u8; len]).unwrap();
-            match load_or_create_audit_key(dir.path()) {
-                Err(KeyError::BadLength { len: found, .. }) => assert_eq!(found, len as u64),
+            let e = load_or_create_audit_key(dir.path()).unwrap_err();
+            match &e {
+                KeyError::BadLength {
+                    len: found,
+                    expected: 32,
+                    ..
+                } => assert_eq!(*found, len as u64),
                 other => panic!("{len}: {other:?}"),
             }
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{}: a file holding the audit signing key has exactly 32 bytes, this one {len}",
+                    path.display()
+                )
+            );
             assert_eq!(std::fs::read(&path).unwrap().len(), len);
+        }
+    }
+
+    /// Writes `contents` to `path` with permission bits `mode`.
+    #[cfg(unix)]
+    fn write_with_mode(path: &Path, contents: &[u8], mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, contents).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_access_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_KEY_FILE);
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602, 0o666] {
+            write_with_mode(&path, &[7u8; 32], mode);
+            let e = load_or_create_audit_key(dir.path()).unwrap_err();
+            assert!(
+                matches!(&e, KeyError::TooOpen { mode: found, .. } if *found == mode),
+                "{mode:o}: {e:?}"
+            );
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(&format!("mode {mode:o}")), "{text}");
+            assert!(text.contains("chmod 600"), "{text}");
+            assert_eq!(std::fs::read(&path).unwrap(), [7u8; 32]);
+        }
+        // Owner-only modes are accepted.
+        for mode in [0o600, 0o400] {
+            write_with_mode(&path, &[7u8; 32], mode);
+            let key = load_or_create_audit_key(dir.path()).unwrap();
+            assert_eq!(key.to_bytes(), [7u8; 32]);
         }
     }
 
