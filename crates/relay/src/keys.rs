@@ -1,11 +1,17 @@
-//! The relay's own secrets: its audit signing key, and enrollment tokens.
+//! The relay's own secrets: its audit signing key, its QUIC
+//! stateless-reset key, and enrollment tokens.
 //!
 //! - The audit signing key ([`load_or_create_audit_key`]) signs tree heads
 //!   (spec/09). It lives in [`AUDIT_KEY_FILE`] in the data directory: the 32
 //!   raw bytes of an Ed25519 secret key, mode 0600, created on first use.
 //!   Auditors verify exports against its public key.
-//! - Key files are read one way: a file of another length, or one that
-//!   users other than its owner may read or write (Unix mode bits
+//! - The stateless-reset key ([`load_or_create_reset_key`]) lets the relay
+//!   end, after a restart, the QUIC connections of its previous run
+//!   (spec/08, "Stateless resets"). It lives in [`RESET_KEY_FILE`] in the
+//!   data directory (or a configured file, [`load_reset_key`]): 32 raw
+//!   bytes, an HMAC-SHA256 key, mode 0600, created on first use.
+//! - Both key files are read the same way: a file of another length, or
+//!   one that users other than its owner may read or write (Unix mode bits
 //!   `0o077`), is refused with a [`KeyError`], never replaced.
 //! - Enrollment tokens ([`new_enrollment_token`]) are `ward-enroll-`
 //!   followed by 64 lowercase hex digits (32 random bytes). The relay stores
@@ -27,6 +33,10 @@ use zeroize::Zeroizing;
 pub const AUDIT_KEY_FILE: &str = "audit-signing.key";
 /// Bytes of the audit signing key file: an Ed25519 secret key.
 pub const AUDIT_KEY_LEN: usize = 32;
+/// The stateless-reset key's file in the data directory.
+pub const RESET_KEY_FILE: &str = "stateless-reset.key";
+/// Bytes of the stateless-reset key file: an HMAC-SHA256 key.
+pub const RESET_KEY_LEN: usize = 32;
 /// What every enrollment token starts with.
 pub const ENROLLMENT_TOKEN_PREFIX: &str = "ward-enroll-";
 /// Characters of an enrollment token: the prefix and 64 hex digits.
@@ -46,7 +56,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The key file does not hold exactly the key's length
-    /// ([`AUDIT_KEY_LEN`]).
+    /// ([`AUDIT_KEY_LEN`], [`RESET_KEY_LEN`]).
     #[error(
         "{}: a file holding the {what} has exactly {expected} bytes, this one {len}",
         path.display()
@@ -54,7 +64,7 @@ pub enum KeyError {
     BadLength {
         /// The file.
         path: PathBuf,
-        /// Which key: "audit signing key".
+        /// Which key: "audit signing key", "stateless reset key".
         what: &'static str,
         /// The key's length in bytes.
         expected: usize,
@@ -99,6 +109,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 
 /// What errors and logs call the audit signing key.
 const AUDIT_KEY_NAME: &str = "audit signing key";
+/// What errors and logs call the stateless-reset key.
+const RESET_KEY_NAME: &str = "stateless reset key";
 
 /// Loads the audit signing key from `data_dir`, creating the directory
 /// (mode 0700) and a fresh key (mode 0600) if there is none.
@@ -121,6 +133,43 @@ pub fn load_audit_key(data_dir: &Path) -> Result<SigningKey, KeyError> {
 /// The public half of the audit key in `data_dir`, without creating one.
 pub fn load_audit_verifying_key(data_dir: &Path) -> Result<VerifyingKey, KeyError> {
     load_audit_key(data_dir).map(|key| key.verifying_key())
+}
+
+/// The relay's QUIC stateless-reset key: the HMAC-SHA256 key from which
+/// the relay derives the stateless-reset token of every connection id it
+/// issues (spec/08, "Stateless resets"). The same key after a restart lets
+/// the relay end the connections of its previous run at once.
+///
+/// Zeroized when dropped; its `Debug` shows nothing of it.
+pub struct ResetKey(Zeroizing<[u8; RESET_KEY_LEN]>);
+
+impl ResetKey {
+    /// The key's bytes, for the QUIC endpoint configuration
+    /// (`tls::endpoint_config`).
+    pub(crate) fn bytes(&self) -> &[u8; RESET_KEY_LEN] {
+        &self.0
+    }
+}
+
+impl core::fmt::Debug for ResetKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ResetKey(..)")
+    }
+}
+
+/// Loads the stateless-reset key from [`RESET_KEY_FILE`] in `data_dir`,
+/// creating the directory (mode 0700) and a fresh key (mode 0600, 32 bytes
+/// from the operating system's generator) if there is none. Atomic like
+/// [`load_or_create_audit_key`].
+pub fn load_or_create_reset_key(data_dir: &Path) -> Result<ResetKey, KeyError> {
+    load_or_create_key(data_dir, RESET_KEY_FILE, RESET_KEY_NAME).map(ResetKey)
+}
+
+/// Loads the stateless-reset key from `path`, a file the configuration
+/// names (relays behind one address share one key); never creates it:
+/// [`KeyError::Missing`] if it does not exist.
+pub fn load_reset_key(path: &Path) -> Result<ResetKey, KeyError> {
+    load_key(path, RESET_KEY_NAME).map(ResetKey)
 }
 
 /// Loads the `N`-byte key in `data_dir/name`, creating the directory (mode
@@ -458,6 +507,76 @@ mod tests {
         let secret_hex = hex::encode(key.to_bytes());
         let debug = format!("{key:?}");
         assert!(!debug.contains(&secret_hex), "{debug}");
+    }
+
+    #[test]
+    fn the_reset_key_is_created_once_reused_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let path = data.join(RESET_KEY_FILE);
+        assert!(matches!(
+            load_reset_key(&path),
+            Err(KeyError::Missing { .. })
+        ));
+        let first = load_or_create_reset_key(&data).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes, first.bytes());
+        assert_eq!(bytes.len(), RESET_KEY_LEN);
+        assert_ne!(bytes, [0u8; RESET_KEY_LEN]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        // A second start reads the same key; a named file is read as is.
+        assert_eq!(
+            load_or_create_reset_key(&data).unwrap().bytes(),
+            first.bytes()
+        );
+        assert_eq!(load_reset_key(&path).unwrap().bytes(), first.bytes());
+        // Another data directory: another key.
+        let other = load_or_create_reset_key(&dir.path().join("other")).unwrap();
+        assert_ne!(other.bytes(), first.bytes());
+        // Its Debug shows nothing of it.
+        let debug = format!("{first:?}");
+        assert_eq!(debug, "ResetKey(..)");
+
+        // A file of another length is refused, not replaced.
+        for len in [0usize, 16, 31, 33, 64] {
+            std::fs::write(&path, vec![7u8; len]).unwrap();
+            let e = load_or_create_reset_key(&data).unwrap_err();
+            assert!(
+                matches!(e, KeyError::BadLength { len: found, expected: 32, .. } if found == len as u64),
+                "{len}: {e:?}"
+            );
+            assert!(e.to_string().contains("stateless reset key"), "{e}");
+            assert_eq!(std::fs::read(&path).unwrap().len(), len);
+        }
+        // So is one that others may read or write.
+        #[cfg(unix)]
+        for mode in [0o644, 0o640, 0o606] {
+            write_with_mode(&path, &[7u8; 32], mode);
+            for e in [
+                load_or_create_reset_key(&data).unwrap_err(),
+                load_reset_key(&path).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(&e, KeyError::TooOpen { mode: found, .. } if *found == mode),
+                    "{mode:o}: {e:?}"
+                );
+                let text = e.to_string();
+                assert!(text.contains("stateless reset key"), "{text}");
+                assert!(text.contains("chmod 600"), "{text}");
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), [7u8; 32]);
+        }
+        // A named file is never created.
+        let named = dir.path().join("shared.key");
+        let e = load_reset_key(&named).unwrap_err();
+        assert!(matches!(e, KeyError::Missing { .. }), "{e:?}");
+        assert!(e.to_string().contains("shared.key"), "{e}");
+        assert!(!named.exists());
     }
 
     #[test]

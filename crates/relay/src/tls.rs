@@ -9,6 +9,9 @@
 //! - [`server_config`]: QUIC v1 over TLS 1.3 only (ring provider), ALPN
 //!   exactly [`ALPN`], and the transport limits of [`transport_config`].
 //! - Clients pin the fingerprint with `ward_client::pinned_client_config`.
+//! - [`endpoint_config`]: the QUIC endpoint's stateless-reset key, kept
+//!   across restarts ([`crate::keys::ResetKey`]; spec/08, "Stateless
+//!   resets").
 //!
 //! # Per-connection memory ([`transport_config`])
 //!
@@ -356,6 +359,39 @@ pub fn transport_config(limits: &Limits) -> Result<quinn::TransportConfig, TlsEr
         .mtu_discovery_config(None)
         .keep_alive_interval(None);
     Ok(transport)
+}
+
+/// What the connection id generator's key is derived with (spec/08,
+/// "Stateless resets"). Not 8 bytes long, so never a connection id whose
+/// reset token the same HMAC key computes.
+pub const CONNECTION_ID_KEY_LABEL: &[u8] = b"ward-relay connection id key";
+
+/// The relay's QUIC endpoint configuration: quinn's defaults, with two
+/// things derived from `reset_key` instead of drawn at every start, so that
+/// a relay started again on the same address (or another relay sharing the
+/// key) resets the connections of its previous run at once (spec/08,
+/// "Stateless resets"):
+///
+/// - stateless-reset tokens: `HMAC-SHA256(reset_key, connection id)`,
+///   truncated to 16 bytes by quinn;
+/// - the key of quinn's `HashedConnectionIdGenerator`, which lets the
+///   endpoint tell connection ids it issued from noise: the first 8 bytes
+///   (little-endian) of `HMAC-SHA256(reset_key, CONNECTION_ID_KEY_LABEL)`.
+///   Without it, a restarted relay drops packets of its previous run's
+///   connections as foreign instead of resetting them.
+pub fn endpoint_config(reset_key: &crate::keys::ResetKey) -> quinn::EndpointConfig {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key.bytes());
+    // A tag is 32 bytes, so the fallback is never taken (and the generator's
+    // key only filters noise; it protects nothing).
+    let cid_key = ring::hmac::sign(&key, CONNECTION_ID_KEY_LABEL)
+        .as_ref()
+        .first_chunk::<8>()
+        .map_or(0, |bytes| u64::from_le_bytes(*bytes));
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// The relay's QUIC server configuration: the identity over TLS 1.3 (ring),

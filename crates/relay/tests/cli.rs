@@ -261,6 +261,65 @@ fn serve_prints_its_address_and_pinned_fingerprint_and_stops_on_sigterm() {
 }
 
 /// `key value` lines, in order.
+/// spec/08, "Stateless resets": `serve` refuses a stateless-reset key file
+/// of another length, one other users may access, and a configured one that
+/// does not exist, each with one line naming the file, and replaces none.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_bad_stateless_reset_key_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&data, &["admin", "user", "list"]);
+    let key = data.join(ward_relay::keys::RESET_KEY_FILE);
+    let write = |bytes: &[u8], mode: u32| {
+        std::fs::write(&key, bytes).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let serve = ["serve", "--bind", "127.0.0.1:0"];
+
+    write(&[7; 31], 0o600);
+    let line = fails(&data, &serve);
+    assert!(line.contains(&key.display().to_string()), "{line}");
+    assert!(line.contains("exactly 32 bytes, this one 31"), "{line}");
+    assert_eq!(std::fs::read(&key).unwrap(), [7; 31]);
+
+    write(&[7; 32], 0o644);
+    let line = fails(&data, &serve);
+    assert!(line.contains(&key.display().to_string()), "{line}");
+    assert!(
+        line.contains("accessible to other users (mode 644)"),
+        "{line}"
+    );
+    assert!(line.contains("chmod 600"), "{line}");
+    assert_eq!(std::fs::read(&key).unwrap(), [7; 32]);
+
+    // A configured key file is never created.
+    let missing = dir.path().join("shared-reset.key");
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "stateless_reset_key_file = {:?}\n",
+            missing.display().to_string()
+        ),
+    )
+    .unwrap();
+    let line = fails(
+        &data,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(line.contains("shared-reset.key"), "{line}");
+    assert!(line.contains("no stateless reset key file"), "{line}");
+    assert!(!missing.exists());
+}
+
 fn fields(output: &str) -> Vec<(&str, &str)> {
     output
         .lines()

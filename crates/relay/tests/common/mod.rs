@@ -71,8 +71,9 @@ impl TestRelay {
         );
         let tls = ward_relay::tls::load_or_create(dir, None).unwrap();
         let audit_key = ward_relay::keys::load_or_create_audit_key(dir).unwrap();
+        let reset_key = ward_relay::keys::load_or_create_reset_key(dir).unwrap();
         let metrics = Arc::new(Metrics::new());
-        let relay = Relay::start(
+        let relay = Relay::start_with_reset_key(
             RelayOptions {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 server_config: ward_relay::tls::server_config(&tls, &limits).unwrap(),
@@ -82,6 +83,7 @@ impl TestRelay {
                 expiry_interval: Duration::from_millis(100),
                 revocation_poll_interval: Duration::from_millis(100),
             },
+            &reset_key,
             Arc::clone(&storage) as Arc<dyn Storage>,
             Arc::clone(&metrics),
         )
