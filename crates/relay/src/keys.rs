@@ -321,6 +321,61 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// Creates `path` empty with mode 0600 if it does not exist; if it does,
+/// takes away what group and others may do with it
+/// ([`restrict_to_owner`]). For files another library then opens and
+/// writes (SQLite, which gives its `-wal`, `-shm` and `-journal` files the
+/// database's mode), so that they are private from the start without
+/// changing the process's umask.
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            restrict_to_owner(path).map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// If `path` is a regular file that group or others may read, write or
+/// execute (as an earlier version created its database and certificate,
+/// mode 0644), clears those bits and returns true. A missing file, a
+/// directory, or a file that is private already is left alone (false).
+pub(crate) fn restrict_to_owner(path: &Path) -> std::io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mode = meta.permissions().mode();
+        if !meta.is_file() || mode & 0o077 == 0 {
+            return Ok(false);
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+        tracing::info!(
+            path = %path.display(),
+            was = format_args!("{:o}", mode & 0o777),
+            "made a file private to its owner"
+        );
+        Ok(true)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(false)
+    }
+}
+
 /// A temporary file next to `path`, unique to this process and call.
 fn temporary_path(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -617,6 +672,35 @@ mod tests {
         ] {
             assert!(!is_enrollment_token(&bad), "{bad}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_created_0600_and_older_ones_restricted() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        create_private_file(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        // An existing file keeps its contents and loses group and other bits.
+        write_with_mode(&path, b"data", 0o664);
+        create_private_file(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"data");
+        write_with_mode(&path, b"data", 0o444);
+        assert!(restrict_to_owner(&path).unwrap());
+        assert_eq!(mode(&path), 0o400);
+        assert!(!restrict_to_owner(&path).unwrap());
+        // Missing files and directories are left alone.
+        assert!(!restrict_to_owner(&dir.path().join("missing")).unwrap());
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!restrict_to_owner(&sub).unwrap());
+        assert!(create_private_file(&sub).is_ok());
+        assert_eq!(mode(&sub), 0o755);
     }
 
     #[test]

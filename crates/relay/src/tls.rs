@@ -4,7 +4,8 @@
 //! - [`load_or_create`]: the certificate chain and key, from configured PEM
 //!   files or from `tls-cert.pem` / `tls-key.pem` in the data directory,
 //!   created on first start (self-signed, ECDSA P-256, SAN `localhost` and
-//!   `127.0.0.1`). Clients pin the SHA-256 of the leaf certificate's DER,
+//!   `127.0.0.1`; both files mode 0600, like every file in the data
+//!   directory). Clients pin the SHA-256 of the leaf certificate's DER,
 //!   [`TlsIdentity::fingerprint`].
 //! - [`server_config`]: QUIC v1 over TLS 1.3 only (ring provider), ALPN
 //!   exactly [`ALPN`], and the transport limits of [`transport_config`].
@@ -65,7 +66,7 @@ use crate::server::limits::Limits;
 
 /// The one application protocol the relay speaks (ALPN, RFC 7301).
 pub use ward_proto::ALPN;
-/// The generated certificate, in the data directory.
+/// The generated certificate, in the data directory (mode 0600).
 pub const CERT_FILE: &str = "tls-cert.pem";
 /// The generated certificate's private key, in the data directory (mode 0600).
 pub const KEY_FILE: &str = "tls-key.pem";
@@ -210,7 +211,9 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; FINGERPRINT_LEN], TlsError> 
 /// Loads the relay's identity: from `files` if given, else from
 /// [`CERT_FILE`] and [`KEY_FILE`] in `data_dir`, generating them (and the
 /// directory, mode 0700) if the certificate file does not exist. The same
-/// files give the same fingerprint on every start.
+/// files give the same fingerprint on every start. A generated certificate
+/// that group or others may read (an earlier version wrote it mode 0644)
+/// is restricted to its owner; configured files are left as they are.
 ///
 /// The key is checked against the certificate before this returns.
 pub fn load_or_create(data_dir: &Path, files: Option<&TlsFiles>) -> Result<TlsIdentity, TlsError> {
@@ -225,6 +228,11 @@ pub fn load_or_create(data_dir: &Path, files: Option<&TlsFiles>) -> Result<TlsId
                 tracing::info!(path = %cert.display(), "generated a self-signed TLS certificate");
             } else if !exists(&key)? {
                 return Err(TlsError::MissingKey { path: key });
+            } else {
+                crate::keys::restrict_to_owner(&cert).map_err(|source| TlsError::Io {
+                    path: cert.clone(),
+                    source,
+                })?;
             }
             load_files(&cert, &key)?
         }
@@ -317,7 +325,9 @@ fn generate(data_dir: &Path) -> Result<(), TlsError> {
     // an interrupted start is replaced on the next).
     let (key_file, cert_file) = (data_dir.join(KEY_FILE), data_dir.join(CERT_FILE));
     write_file_atomic(&key_file, key_pem.as_bytes(), 0o600).map_err(io_error(&key_file))?;
-    write_file_atomic(&cert_file, cert.pem().as_bytes(), 0o644).map_err(io_error(&cert_file))?;
+    // Not secret, but private like every file in the data directory
+    // (spec/10).
+    write_file_atomic(&cert_file, cert.pem().as_bytes(), 0o600).map_err(io_error(&cert_file))?;
     Ok(())
 }
 
@@ -441,6 +451,7 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode(&data.join(KEY_FILE)), 0o600);
+            assert_eq!(mode(&data.join(CERT_FILE)), 0o600);
             assert_eq!(mode(&data), 0o700);
         }
         let mut names: Vec<_> = std::fs::read_dir(&data)
