@@ -125,6 +125,51 @@ fn side_file(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Creates the database file mode 0600 before SQLite opens it (SQLite
+/// gives its `-wal` and `-journal` files the database's mode), and takes
+/// group and other permissions away from a database and side files created
+/// before (STO-25). The umask is not changed; other systems than Unix have
+/// no modes.
+fn create_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true).mode(0o600);
+        match options.open(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::FileMode {
+                    file: "database",
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        for (suffix, file) in [
+            ("", "database"),
+            ("-wal", "wal"),
+            ("-shm", "shm"),
+            ("-journal", "journal"),
+        ] {
+            let failed = |source| StoreError::FileMode { file, source };
+            let side = side_file(path, suffix);
+            let meta = match std::fs::metadata(&side) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed(e)),
+            };
+            let mode = meta.permissions().mode();
+            if meta.is_file() && mode & 0o077 != 0 {
+                let private = std::fs::Permissions::from_mode(mode & 0o700);
+                std::fs::set_permissions(&side, private).map_err(failed)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Rolls a savepoint back unless released.
 struct Savepoint<'a> {
     conn: &'a Connection,
@@ -172,6 +217,7 @@ impl Store {
     /// connection is [`StoreError::InUse`].
     pub fn open(path: impl AsRef<Path>, key: &StorageKey) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        create_private(&path)?;
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

@@ -578,6 +578,53 @@ fn wipe_removes_every_file() {
     ));
 }
 
+/// STO-25: every file of the store, its `-wal` included, is mode 0600 from
+/// its creation without a umask, and files created before with wider modes
+/// are restricted when the store opens.
+#[cfg(unix)]
+#[test]
+fn the_stores_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let modes = |dir: &Path| -> Vec<(PathBuf, u32)> {
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path(),
+                    e.metadata().unwrap().permissions().mode() & 0o7777,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let (dir, path, mut store) = new_store();
+    store
+        .store_incoming(CONTACT, &[1; 32], &[1; 16], 1, CANARY)
+        .unwrap();
+    let wal = files(&path)[1].clone();
+    let expected = vec![(path.clone(), 0o600), (wal.clone(), 0o600)];
+    assert_eq!(modes(dir.path()), expected, "written, open");
+    drop(store);
+    for (file, mode) in modes(dir.path()) {
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+
+    // As an earlier version left them: the database and an empty WAL 0644.
+    std::fs::write(&wal, b"").unwrap();
+    for file in [&path, &wal] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut store = Store::open(&path, &key()).unwrap();
+    store
+        .store_incoming(CONTACT, &[2; 32], &[2; 16], 2, CANARY)
+        .unwrap();
+    assert_eq!(modes(dir.path()), expected, "reopened, written");
+    assert_eq!(store.received().unwrap().len(), 2, "nothing lost");
+    drop(store);
+}
+
 #[test]
 fn a_sealed_value_moved_to_another_row_or_table_is_refused() {
     let (_dir, path, mut store) = new_store();

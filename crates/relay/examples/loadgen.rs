@@ -214,6 +214,7 @@ fn serve(dir: &Path) -> Result<()> {
     )?);
     let identity = tls::load_or_create(&config.data_dir, config.tls.as_ref())?;
     let audit_key = keys::load_or_create_audit_key(&config.data_dir)?;
+    let reset_key = keys::load_or_create_reset_key(&config.data_dir)?;
     let server_config = tls::server_config(&identity, &config.limits)?;
     let fingerprint = identity.fingerprint_hex();
     drop(identity);
@@ -234,7 +235,7 @@ fn serve(dir: &Path) -> Result<()> {
             expiry_interval: EXPIRY_INTERVAL,
             revocation_poll_interval: REVOCATION_POLL_INTERVAL,
         };
-        let relay = Relay::start(options, storage, metrics)?;
+        let relay = Relay::start_with_reset_key(options, &reset_key, storage, metrics)?;
         let addr = relay.local_addr()?;
         {
             let mut out = std::io::stdout().lock();

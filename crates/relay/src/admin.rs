@@ -650,6 +650,8 @@ fn write_export(
         options.mode(0o600);
     }
     let file = options.open(path).map_err(io_error)?;
+    // A temporary file left by an earlier export keeps its mode when opened.
+    crate::keys::restrict_to_owner(path).map_err(io_error)?;
     let mut writer = std::io::BufWriter::new(file);
     storage.write_audit_export(relay_key, &mut writer)?;
     writer.flush().map_err(io_error)?;

@@ -4,8 +4,9 @@
 //! `ward-relay.example.toml`, next to the crate's `Cargo.toml`, documents
 //! every field with its default.
 //!
-//! Relative paths (`data_dir`, `tls.cert_file`, `tls.key_file`) are taken
-//! relative to the relay's working directory, not to the file.
+//! Relative paths (`data_dir`, `tls.cert_file`, `tls.key_file`,
+//! `stateless_reset_key_file`) are taken relative to the relay's working
+//! directory, not to the file.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,11 @@ pub struct RelayConfig {
     /// The certificate and key files; `None` (the default): a self-signed
     /// certificate in the data directory, created on first start.
     pub tls: Option<TlsFiles>,
+    /// The QUIC stateless-reset key's file (32 bytes, mode 0600), which
+    /// must exist; relays behind one address share one. `None` (the
+    /// default): [`crate::keys::RESET_KEY_FILE`] in the data directory,
+    /// created on first start.
+    pub stateless_reset_key_file: Option<PathBuf>,
     /// The TCP address serving `GET /metrics`; `None` (the default): no
     /// metrics endpoint.
     pub metrics_bind: Option<SocketAddr>,
@@ -65,6 +71,7 @@ impl Default for RelayConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             bind: DEFAULT_BIND,
             tls: None,
+            stateless_reset_key_file: None,
             metrics_bind: None,
             log_format: LogFormat::default(),
             tree_head_interval_secs: DEFAULT_TREE_HEAD_INTERVAL_SECS,
@@ -339,6 +346,7 @@ mod tests {
             metrics_bind = "127.0.0.1:9000"
             log_format = "json"
             tree_head_interval_secs = 5
+            stateless_reset_key_file = "/etc/ward/stateless-reset.key"
             [tls]
             cert_file = "/etc/ward/cert.pem"
             key_file = "/etc/ward/key.pem"
@@ -352,6 +360,10 @@ mod tests {
         assert_eq!(config.metrics_bind.unwrap().port(), 9000);
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.tree_head_interval_secs, 5);
+        assert_eq!(
+            config.stateless_reset_key_file.as_deref(),
+            Some(Path::new("/etc/ward/stateless-reset.key"))
+        );
         let tls = config.tls.as_ref().unwrap();
         assert_eq!(tls.cert_file, Path::new("/etc/ward/cert.pem"));
         assert_eq!(tls.key_file, Path::new("/etc/ward/key.pem"));

@@ -1,9 +1,18 @@
-//! The relay's own secrets: its audit signing key, and enrollment tokens.
+//! The relay's own secrets: its audit signing key, its QUIC
+//! stateless-reset key, and enrollment tokens.
 //!
 //! - The audit signing key ([`load_or_create_audit_key`]) signs tree heads
 //!   (spec/09). It lives in [`AUDIT_KEY_FILE`] in the data directory: the 32
 //!   raw bytes of an Ed25519 secret key, mode 0600, created on first use.
 //!   Auditors verify exports against its public key.
+//! - The stateless-reset key ([`load_or_create_reset_key`]) lets the relay
+//!   end, after a restart, the QUIC connections of its previous run
+//!   (spec/08, "Stateless resets"). It lives in [`RESET_KEY_FILE`] in the
+//!   data directory (or a configured file, [`load_reset_key`]): 32 raw
+//!   bytes, an HMAC-SHA256 key, mode 0600, created on first use.
+//! - Both key files are read the same way: a file of another length, or
+//!   one that users other than its owner may read or write (Unix mode bits
+//!   `0o077`), is refused with a [`KeyError`], never replaced.
 //! - Enrollment tokens ([`new_enrollment_token`]) are `ward-enroll-`
 //!   followed by 64 lowercase hex digits (32 random bytes). The relay stores
 //!   only [`token_hash`], SHA-256 of the token's text.
@@ -24,6 +33,10 @@ use zeroize::Zeroizing;
 pub const AUDIT_KEY_FILE: &str = "audit-signing.key";
 /// Bytes of the audit signing key file: an Ed25519 secret key.
 pub const AUDIT_KEY_LEN: usize = 32;
+/// The stateless-reset key's file in the data directory.
+pub const RESET_KEY_FILE: &str = "stateless-reset.key";
+/// Bytes of the stateless-reset key file: an HMAC-SHA256 key.
+pub const RESET_KEY_LEN: usize = 32;
 /// What every enrollment token starts with.
 pub const ENROLLMENT_TOKEN_PREFIX: &str = "ward-enroll-";
 /// Characters of an enrollment token: the prefix and 64 hex digits.
@@ -42,19 +55,45 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    /// The key file does not hold exactly [`AUDIT_KEY_LEN`] bytes.
-    #[error("{}: an audit signing key file holds exactly 32 bytes, this one {len}", path.display())]
+    /// The key file does not hold exactly the key's length
+    /// ([`AUDIT_KEY_LEN`], [`RESET_KEY_LEN`]).
+    #[error(
+        "{}: a file holding the {what} has exactly {expected} bytes, this one {len}",
+        path.display()
+    )]
     BadLength {
         /// The file.
         path: PathBuf,
-        /// Its length in bytes.
+        /// Which key: "audit signing key", "stateless reset key".
+        what: &'static str,
+        /// The key's length in bytes.
+        expected: usize,
+        /// The file's length in bytes.
         len: u64,
     },
     /// The key file does not exist (and was not to be created).
-    #[error("{}: no audit signing key (the relay creates it on first start)", path.display())]
+    #[error("{}: no {what} file", path.display())]
     Missing {
         /// The file.
         path: PathBuf,
+        /// Which key.
+        what: &'static str,
+    },
+    /// Users other than the key file's owner may read or write it (Unix
+    /// mode bits `0o077`): the key may have been read, so the relay does
+    /// not use it until the administrator has looked.
+    #[error(
+        "{}: the {what} file is accessible to other users (mode {mode:o}); \
+         chmod 600 it, or replace it if others may have read it",
+        path.display()
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Which key.
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
@@ -68,6 +107,11 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
+/// What errors and logs call the audit signing key.
+const AUDIT_KEY_NAME: &str = "audit signing key";
+/// What errors and logs call the stateless-reset key.
+const RESET_KEY_NAME: &str = "stateless reset key";
+
 /// Loads the audit signing key from `data_dir`, creating the directory
 /// (mode 0700) and a fresh key (mode 0600) if there is none.
 ///
@@ -75,46 +119,14 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 /// or not at all, and if two processes create one at once, both end up
 /// with the one that was linked first.
 pub fn load_or_create_audit_key(data_dir: &Path) -> Result<SigningKey, KeyError> {
-    let path = data_dir.join(AUDIT_KEY_FILE);
-    match load_audit_key(data_dir) {
-        Err(KeyError::Missing { .. }) => {}
-        other => return other,
-    }
-    create_private_dir(data_dir).map_err(io_error(data_dir))?;
-    let mut secret = Zeroizing::new([0u8; AUDIT_KEY_LEN]);
-    getrandom::fill(secret.as_mut_slice()).map_err(KeyError::Random)?;
-    if write_new_file(&path, secret.as_slice(), 0o600).map_err(io_error(&path))? {
-        tracing::info!(path = %path.display(), "created the audit signing key");
-    }
-    // Read back what is on disk: ours, or a concurrent creator's.
-    load_audit_key(data_dir)
+    let secret = load_or_create_key::<AUDIT_KEY_LEN>(data_dir, AUDIT_KEY_FILE, AUDIT_KEY_NAME)?;
+    Ok(SigningKey::from_bytes(&secret))
 }
 
 /// Loads the audit signing key from `data_dir`; [`KeyError::Missing`] if
 /// there is none.
 pub fn load_audit_key(data_dir: &Path) -> Result<SigningKey, KeyError> {
-    let path = data_dir.join(AUDIT_KEY_FILE);
-    let mut file = match std::fs::File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(KeyError::Missing { path });
-        }
-        Err(e) => return Err(io_error(&path)(e)),
-    };
-    let len = file.metadata().map_err(io_error(&path))?.len();
-    if len != AUDIT_KEY_LEN as u64 {
-        return Err(KeyError::BadLength { path, len });
-    }
-    warn_if_accessible_by_others(&path, &file);
-    let mut secret = Zeroizing::new([0u8; AUDIT_KEY_LEN]);
-    file.read_exact(secret.as_mut_slice())
-        .map_err(io_error(&path))?;
-    // The file may have grown since the length check.
-    let mut extra = [0u8; 1];
-    if file.read(&mut extra).map_err(io_error(&path))? != 0 {
-        let len = file.metadata().map_err(io_error(&path))?.len();
-        return Err(KeyError::BadLength { path, len });
-    }
+    let secret = load_key::<AUDIT_KEY_LEN>(&data_dir.join(AUDIT_KEY_FILE), AUDIT_KEY_NAME)?;
     Ok(SigningKey::from_bytes(&secret))
 }
 
@@ -123,22 +135,133 @@ pub fn load_audit_verifying_key(data_dir: &Path) -> Result<VerifyingKey, KeyErro
     load_audit_key(data_dir).map(|key| key.verifying_key())
 }
 
-#[cfg(unix)]
-fn warn_if_accessible_by_others(path: &Path, file: &std::fs::File) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = file.metadata()
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
-            "the audit signing key file is accessible to other users; chmod 600 it"
-        );
+/// The relay's QUIC stateless-reset key: the HMAC-SHA256 key from which
+/// the relay derives the stateless-reset token of every connection id it
+/// issues (spec/08, "Stateless resets"). The same key after a restart lets
+/// the relay end the connections of its previous run at once.
+///
+/// Zeroized when dropped; its `Debug` shows nothing of it.
+pub struct ResetKey(Zeroizing<[u8; RESET_KEY_LEN]>);
+
+impl ResetKey {
+    /// The key's bytes, for the QUIC endpoint configuration
+    /// (`tls::endpoint_config`).
+    pub(crate) fn bytes(&self) -> &[u8; RESET_KEY_LEN] {
+        &self.0
     }
 }
 
+impl core::fmt::Debug for ResetKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ResetKey(..)")
+    }
+}
+
+/// Loads the stateless-reset key from [`RESET_KEY_FILE`] in `data_dir`,
+/// creating the directory (mode 0700) and a fresh key (mode 0600, 32 bytes
+/// from the operating system's generator) if there is none. Atomic like
+/// [`load_or_create_audit_key`].
+pub fn load_or_create_reset_key(data_dir: &Path) -> Result<ResetKey, KeyError> {
+    load_or_create_key(data_dir, RESET_KEY_FILE, RESET_KEY_NAME).map(ResetKey)
+}
+
+/// Loads the stateless-reset key from `path`, a file the configuration
+/// names (relays behind one address share one key); never creates it:
+/// [`KeyError::Missing`] if it does not exist.
+pub fn load_reset_key(path: &Path) -> Result<ResetKey, KeyError> {
+    load_key(path, RESET_KEY_NAME).map(ResetKey)
+}
+
+/// Loads the `N`-byte key in `data_dir/name`, creating the directory (mode
+/// 0700) and a fresh key (mode 0600) if there is none. Never replaces a
+/// file: if two processes create one at once, both end up with the one
+/// that was linked first.
+fn load_or_create_key<const N: usize>(
+    data_dir: &Path,
+    name: &str,
+    what: &'static str,
+) -> Result<Zeroizing<[u8; N]>, KeyError> {
+    let path = data_dir.join(name);
+    match load_key(&path, what) {
+        Err(KeyError::Missing { .. }) => {}
+        other => return other,
+    }
+    create_private_dir(data_dir).map_err(io_error(data_dir))?;
+    let mut secret = Zeroizing::new([0u8; N]);
+    getrandom::fill(secret.as_mut_slice()).map_err(KeyError::Random)?;
+    if write_new_file(&path, secret.as_slice(), 0o600).map_err(io_error(&path))? {
+        tracing::info!(path = %path.display(), key = what, "created a key file");
+    }
+    // Read back what is on disk: ours, or a concurrent creator's.
+    load_key(&path, what)
+}
+
+/// Reads the `N`-byte key file at `path`: [`KeyError::Missing`] if there
+/// is none, [`KeyError::BadLength`] if it holds another number of bytes,
+/// [`KeyError::TooOpen`] if others may read or write it.
+fn load_key<const N: usize>(
+    path: &Path,
+    what: &'static str,
+) -> Result<Zeroizing<[u8; N]>, KeyError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyError::Missing {
+                path: path.to_owned(),
+                what,
+            });
+        }
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let bad_length = |len| KeyError::BadLength {
+        path: path.to_owned(),
+        what,
+        expected: N,
+        len,
+    };
+    let meta = file.metadata().map_err(io_error(path))?;
+    if meta.len() != N as u64 {
+        return Err(bad_length(meta.len()));
+    }
+    refuse_if_accessible_by_others(path, &meta, what)?;
+    let mut secret = Zeroizing::new([0u8; N]);
+    file.read_exact(secret.as_mut_slice())
+        .map_err(io_error(path))?;
+    // The file may have grown since the length check.
+    let mut extra = [0u8; 1];
+    if file.read(&mut extra).map_err(io_error(path))? != 0 {
+        let len = file.metadata().map_err(io_error(path))?.len();
+        return Err(bad_length(len));
+    }
+    Ok(secret)
+}
+
+#[cfg(unix)]
+fn refuse_if_accessible_by_others(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    what: &'static str,
+) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::TooOpen {
+            path: path.to_owned(),
+            what,
+            mode,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(not(unix))]
-fn warn_if_accessible_by_others(_path: &Path, _file: &std::fs::File) {}
+fn refuse_if_accessible_by_others(
+    _path: &Path,
+    _meta: &std::fs::Metadata,
+    _what: &'static str,
+) -> Result<(), KeyError> {
+    Ok(())
+}
 
 /// A new enrollment token and its hash: `ward-enroll-` followed by the 64
 /// lowercase hex digits of 32 bytes from the operating system's generator
@@ -196,6 +319,61 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         builder.mode(0o700);
     }
     builder.create(dir)
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist; if it does,
+/// takes away what group and others may do with it
+/// ([`restrict_to_owner`]). For files another library then opens and
+/// writes (SQLite, which gives its `-wal`, `-shm` and `-journal` files the
+/// database's mode), so that they are private from the start without
+/// changing the process's umask.
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            restrict_to_owner(path).map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// If `path` is a regular file that group or others may read, write or
+/// execute (as an earlier version created its database and certificate,
+/// mode 0644), clears those bits and returns true. A missing file, a
+/// directory, or a file that is private already is left alone (false).
+pub(crate) fn restrict_to_owner(path: &Path) -> std::io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mode = meta.permissions().mode();
+        if !meta.is_file() || mode & 0o077 == 0 {
+            return Ok(false);
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+        tracing::info!(
+            path = %path.display(),
+            was = format_args!("{:o}", mode & 0o777),
+            "made a file private to its owner"
+        );
+        Ok(true)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(false)
+    }
 }
 
 /// A temporary file next to `path`, unique to this process and call.
@@ -323,11 +501,57 @@ mod tests {
         let path = dir.path().join(AUDIT_KEY_FILE);
         for len in [0usize, 31, 33, 64] {
             std::fs::write(&path, vec![7u8; len]).unwrap();
-            match load_or_create_audit_key(dir.path()) {
-                Err(KeyError::BadLength { len: found, .. }) => assert_eq!(found, len as u64),
+            let e = load_or_create_audit_key(dir.path()).unwrap_err();
+            match &e {
+                KeyError::BadLength {
+                    len: found,
+                    expected: 32,
+                    ..
+                } => assert_eq!(*found, len as u64),
                 other => panic!("{len}: {other:?}"),
             }
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{}: a file holding the audit signing key has exactly 32 bytes, this one {len}",
+                    path.display()
+                )
+            );
             assert_eq!(std::fs::read(&path).unwrap().len(), len);
+        }
+    }
+
+    /// Writes `contents` to `path` with permission bits `mode`.
+    #[cfg(unix)]
+    fn write_with_mode(path: &Path, contents: &[u8], mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, contents).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_access_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_KEY_FILE);
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602, 0o666] {
+            write_with_mode(&path, &[7u8; 32], mode);
+            let e = load_or_create_audit_key(dir.path()).unwrap_err();
+            assert!(
+                matches!(&e, KeyError::TooOpen { mode: found, .. } if *found == mode),
+                "{mode:o}: {e:?}"
+            );
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(&format!("mode {mode:o}")), "{text}");
+            assert!(text.contains("chmod 600"), "{text}");
+            assert_eq!(std::fs::read(&path).unwrap(), [7u8; 32]);
+        }
+        // Owner-only modes are accepted.
+        for mode in [0o600, 0o400] {
+            write_with_mode(&path, &[7u8; 32], mode);
+            let key = load_or_create_audit_key(dir.path()).unwrap();
+            assert_eq!(key.to_bytes(), [7u8; 32]);
         }
     }
 
@@ -338,6 +562,76 @@ mod tests {
         let secret_hex = hex::encode(key.to_bytes());
         let debug = format!("{key:?}");
         assert!(!debug.contains(&secret_hex), "{debug}");
+    }
+
+    #[test]
+    fn the_reset_key_is_created_once_reused_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let path = data.join(RESET_KEY_FILE);
+        assert!(matches!(
+            load_reset_key(&path),
+            Err(KeyError::Missing { .. })
+        ));
+        let first = load_or_create_reset_key(&data).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes, first.bytes());
+        assert_eq!(bytes.len(), RESET_KEY_LEN);
+        assert_ne!(bytes, [0u8; RESET_KEY_LEN]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        // A second start reads the same key; a named file is read as is.
+        assert_eq!(
+            load_or_create_reset_key(&data).unwrap().bytes(),
+            first.bytes()
+        );
+        assert_eq!(load_reset_key(&path).unwrap().bytes(), first.bytes());
+        // Another data directory: another key.
+        let other = load_or_create_reset_key(&dir.path().join("other")).unwrap();
+        assert_ne!(other.bytes(), first.bytes());
+        // Its Debug shows nothing of it.
+        let debug = format!("{first:?}");
+        assert_eq!(debug, "ResetKey(..)");
+
+        // A file of another length is refused, not replaced.
+        for len in [0usize, 16, 31, 33, 64] {
+            std::fs::write(&path, vec![7u8; len]).unwrap();
+            let e = load_or_create_reset_key(&data).unwrap_err();
+            assert!(
+                matches!(e, KeyError::BadLength { len: found, expected: 32, .. } if found == len as u64),
+                "{len}: {e:?}"
+            );
+            assert!(e.to_string().contains("stateless reset key"), "{e}");
+            assert_eq!(std::fs::read(&path).unwrap().len(), len);
+        }
+        // So is one that others may read or write.
+        #[cfg(unix)]
+        for mode in [0o644, 0o640, 0o606] {
+            write_with_mode(&path, &[7u8; 32], mode);
+            for e in [
+                load_or_create_reset_key(&data).unwrap_err(),
+                load_reset_key(&path).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(&e, KeyError::TooOpen { mode: found, .. } if *found == mode),
+                    "{mode:o}: {e:?}"
+                );
+                let text = e.to_string();
+                assert!(text.contains("stateless reset key"), "{text}");
+                assert!(text.contains("chmod 600"), "{text}");
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), [7u8; 32]);
+        }
+        // A named file is never created.
+        let named = dir.path().join("shared.key");
+        let e = load_reset_key(&named).unwrap_err();
+        assert!(matches!(e, KeyError::Missing { .. }), "{e:?}");
+        assert!(e.to_string().contains("shared.key"), "{e}");
+        assert!(!named.exists());
     }
 
     #[test]
@@ -378,6 +672,35 @@ mod tests {
         ] {
             assert!(!is_enrollment_token(&bad), "{bad}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_created_0600_and_older_ones_restricted() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        create_private_file(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        // An existing file keeps its contents and loses group and other bits.
+        write_with_mode(&path, b"data", 0o664);
+        create_private_file(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"data");
+        write_with_mode(&path, b"data", 0o444);
+        assert!(restrict_to_owner(&path).unwrap());
+        assert_eq!(mode(&path), 0o400);
+        assert!(!restrict_to_owner(&path).unwrap());
+        // Missing files and directories are left alone.
+        assert!(!restrict_to_owner(&dir.path().join("missing")).unwrap());
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!restrict_to_owner(&sub).unwrap());
+        assert!(create_private_file(&sub).is_ok());
+        assert_eq!(mode(&sub), 0o755);
     }
 
     #[test]

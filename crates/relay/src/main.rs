@@ -429,7 +429,7 @@ fn data_dir_verifying_key(data_dir: &Path) -> Result<Option<ward_audit::Verifyin
 fn data_dir_relay_key(data_dir: &Path) -> Result<[u8; 32], CliError> {
     match keys::load_audit_verifying_key(data_dir) {
         Ok(key) => Ok(key.to_bytes()),
-        Err(KeyError::Missing { path }) => Err(CliError::Other(format!(
+        Err(KeyError::Missing { path, .. }) => Err(CliError::Other(format!(
             "no audit signing key at {}; pass the relay's key with --relay-key",
             path.display()
         ))),

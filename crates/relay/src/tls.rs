@@ -4,11 +4,15 @@
 //! - [`load_or_create`]: the certificate chain and key, from configured PEM
 //!   files or from `tls-cert.pem` / `tls-key.pem` in the data directory,
 //!   created on first start (self-signed, ECDSA P-256, SAN `localhost` and
-//!   `127.0.0.1`). Clients pin the SHA-256 of the leaf certificate's DER,
+//!   `127.0.0.1`; both files mode 0600, like every file in the data
+//!   directory). Clients pin the SHA-256 of the leaf certificate's DER,
 //!   [`TlsIdentity::fingerprint`].
 //! - [`server_config`]: QUIC v1 over TLS 1.3 only (ring provider), ALPN
 //!   exactly [`ALPN`], and the transport limits of [`transport_config`].
 //! - Clients pin the fingerprint with `ward_client::pinned_client_config`.
+//! - [`endpoint_config`]: the QUIC endpoint's stateless-reset key, kept
+//!   across restarts ([`crate::keys::ResetKey`]; spec/08, "Stateless
+//!   resets").
 //!
 //! # Per-connection memory ([`transport_config`])
 //!
@@ -62,7 +66,7 @@ use crate::server::limits::Limits;
 
 /// The one application protocol the relay speaks (ALPN, RFC 7301).
 pub use ward_proto::ALPN;
-/// The generated certificate, in the data directory.
+/// The generated certificate, in the data directory (mode 0600).
 pub const CERT_FILE: &str = "tls-cert.pem";
 /// The generated certificate's private key, in the data directory (mode 0600).
 pub const KEY_FILE: &str = "tls-key.pem";
@@ -207,7 +211,9 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; FINGERPRINT_LEN], TlsError> 
 /// Loads the relay's identity: from `files` if given, else from
 /// [`CERT_FILE`] and [`KEY_FILE`] in `data_dir`, generating them (and the
 /// directory, mode 0700) if the certificate file does not exist. The same
-/// files give the same fingerprint on every start.
+/// files give the same fingerprint on every start. A generated certificate
+/// that group or others may read (an earlier version wrote it mode 0644)
+/// is restricted to its owner; configured files are left as they are.
 ///
 /// The key is checked against the certificate before this returns.
 pub fn load_or_create(data_dir: &Path, files: Option<&TlsFiles>) -> Result<TlsIdentity, TlsError> {
@@ -222,6 +228,11 @@ pub fn load_or_create(data_dir: &Path, files: Option<&TlsFiles>) -> Result<TlsId
                 tracing::info!(path = %cert.display(), "generated a self-signed TLS certificate");
             } else if !exists(&key)? {
                 return Err(TlsError::MissingKey { path: key });
+            } else {
+                crate::keys::restrict_to_owner(&cert).map_err(|source| TlsError::Io {
+                    path: cert.clone(),
+                    source,
+                })?;
             }
             load_files(&cert, &key)?
         }
@@ -314,7 +325,9 @@ fn generate(data_dir: &Path) -> Result<(), TlsError> {
     // an interrupted start is replaced on the next).
     let (key_file, cert_file) = (data_dir.join(KEY_FILE), data_dir.join(CERT_FILE));
     write_file_atomic(&key_file, key_pem.as_bytes(), 0o600).map_err(io_error(&key_file))?;
-    write_file_atomic(&cert_file, cert.pem().as_bytes(), 0o644).map_err(io_error(&cert_file))?;
+    // Not secret, but private like every file in the data directory
+    // (spec/10).
+    write_file_atomic(&cert_file, cert.pem().as_bytes(), 0o600).map_err(io_error(&cert_file))?;
     Ok(())
 }
 
@@ -356,6 +369,39 @@ pub fn transport_config(limits: &Limits) -> Result<quinn::TransportConfig, TlsEr
         .mtu_discovery_config(None)
         .keep_alive_interval(None);
     Ok(transport)
+}
+
+/// What the connection id generator's key is derived with (spec/08,
+/// "Stateless resets"). Not 8 bytes long, so never a connection id whose
+/// reset token the same HMAC key computes.
+pub const CONNECTION_ID_KEY_LABEL: &[u8] = b"ward-relay connection id key";
+
+/// The relay's QUIC endpoint configuration: quinn's defaults, with two
+/// things derived from `reset_key` instead of drawn at every start, so that
+/// a relay started again on the same address (or another relay sharing the
+/// key) resets the connections of its previous run at once (spec/08,
+/// "Stateless resets"):
+///
+/// - stateless-reset tokens: `HMAC-SHA256(reset_key, connection id)`,
+///   truncated to 16 bytes by quinn;
+/// - the key of quinn's `HashedConnectionIdGenerator`, which lets the
+///   endpoint tell connection ids it issued from noise: the first 8 bytes
+///   (little-endian) of `HMAC-SHA256(reset_key, CONNECTION_ID_KEY_LABEL)`.
+///   Without it, a restarted relay drops packets of its previous run's
+///   connections as foreign instead of resetting them.
+pub fn endpoint_config(reset_key: &crate::keys::ResetKey) -> quinn::EndpointConfig {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key.bytes());
+    // A tag is 32 bytes, so the fallback is never taken (and the generator's
+    // key only filters noise; it protects nothing).
+    let cid_key = ring::hmac::sign(&key, CONNECTION_ID_KEY_LABEL)
+        .as_ref()
+        .first_chunk::<8>()
+        .map_or(0, |bytes| u64::from_le_bytes(*bytes));
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// The relay's QUIC server configuration: the identity over TLS 1.3 (ring),
@@ -405,6 +451,7 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode(&data.join(KEY_FILE)), 0o600);
+            assert_eq!(mode(&data.join(CERT_FILE)), 0o600);
             assert_eq!(mode(&data), 0o700);
         }
         let mut names: Vec<_> = std::fs::read_dir(&data)

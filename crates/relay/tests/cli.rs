@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -261,6 +263,162 @@ fn serve_prints_its_address_and_pinned_fingerprint_and_stops_on_sigterm() {
 }
 
 /// `key value` lines, in order.
+/// spec/08, "Stateless resets": `serve` refuses a stateless-reset key file
+/// of another length, one other users may access, and a configured one that
+/// does not exist, each with one line naming the file, and replaces none.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_bad_stateless_reset_key_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&data, &["admin", "user", "list"]);
+    let key = data.join(ward_relay::keys::RESET_KEY_FILE);
+    let write = |bytes: &[u8], mode: u32| {
+        std::fs::write(&key, bytes).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let serve = ["serve", "--bind", "127.0.0.1:0"];
+
+    write(&[7; 31], 0o600);
+    let line = fails(&data, &serve);
+    assert!(line.contains(&key.display().to_string()), "{line}");
+    assert!(line.contains("exactly 32 bytes, this one 31"), "{line}");
+    assert_eq!(std::fs::read(&key).unwrap(), [7; 31]);
+
+    write(&[7; 32], 0o644);
+    let line = fails(&data, &serve);
+    assert!(line.contains(&key.display().to_string()), "{line}");
+    assert!(
+        line.contains("accessible to other users (mode 644)"),
+        "{line}"
+    );
+    assert!(line.contains("chmod 600"), "{line}");
+    assert_eq!(std::fs::read(&key).unwrap(), [7; 32]);
+
+    // A configured key file is never created.
+    let missing = dir.path().join("shared-reset.key");
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "stateless_reset_key_file = {:?}\n",
+            missing.display().to_string()
+        ),
+    )
+    .unwrap();
+    let line = fails(
+        &data,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(line.contains("shared-reset.key"), "{line}");
+    assert!(line.contains("no stateless reset key file"), "{line}");
+    assert!(!missing.exists());
+}
+
+/// Every file under `dir` with its permission bits, after checking that
+/// every directory under it is mode 0700.
+#[cfg(unix)]
+fn file_modes(dir: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", entry.path().display());
+            out.extend(file_modes(&entry.path()));
+        } else {
+            out.push((entry.path().display().to_string(), mode));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Asserts that every file under `data` is mode 0600 and that `names`
+/// are among them.
+#[cfg(unix)]
+fn assert_all_private(data: &Path, names: &[&str]) {
+    let files = file_modes(data);
+    for (file, mode) in &files {
+        assert_eq!(*mode, 0o600, "{file} is mode {mode:o}");
+    }
+    for name in names {
+        let path = data.join(name).display().to_string();
+        assert!(files.iter().any(|(f, _)| *f == path), "{name} in {files:?}");
+    }
+}
+
+/// spec/10, "Encryption and storage at rest": every file the relay writes
+/// in its data directory is mode 0600, SQLite's `-wal` and `-shm` files
+/// included, without a umask; files an earlier version left mode 0644 are
+/// restricted when the relay opens them again.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_in_the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use ward_relay::{keys, storage::DATABASE_FILE, tls};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let wal = format!("{DATABASE_FILE}-wal");
+    let shm = format!("{DATABASE_FILE}-shm");
+    let all = [
+        DATABASE_FILE,
+        &wal,
+        &shm,
+        tls::CERT_FILE,
+        tls::KEY_FILE,
+        keys::AUDIT_KEY_FILE,
+        keys::RESET_KEY_FILE,
+    ];
+
+    // The administration tool creates the directory and the database.
+    common::admin(&data, &["user", "add", "a", "--role", "nurse"]);
+    assert_all_private(&data, &[DATABASE_FILE]);
+
+    // A running relay that wrote through its WAL.
+    let token = common::cli_token(&data, "a");
+    let identity = ward_core::IdentityKeyPair::generate(&mut ward_core::os_rng());
+    let relay = common::RelayProcess::spawn(&data, common::ANY_PORT);
+    let connection = relay.connect().await;
+    connection.enroll(&token, &identity).await.unwrap();
+    assert_all_private(&data, &all);
+    connection.close().await;
+    // Killed: the -wal and -shm files stay behind.
+    relay.kill();
+    assert_all_private(&data, &all);
+
+    // What an earlier version left: everything but the keys mode 0644.
+    for name in [DATABASE_FILE, &wal, &shm, tls::CERT_FILE] {
+        let path = data.join(name);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let relay = common::RelayProcess::spawn(&data, common::ANY_PORT);
+    let connection = relay.connect().await;
+    connection.authenticate(&identity).await.unwrap();
+    assert_all_private(&data, &all);
+
+    // An export the administrator writes into the directory, beside the
+    // running relay.
+    let export = data.join("audit.export");
+    ok(
+        &data,
+        &["audit", "export", "--out", export.to_str().unwrap()],
+    );
+    assert_all_private(&data, &["audit.export"]);
+    connection.close().await;
+    relay.kill();
+    assert_all_private(&data, &all);
+}
+
 fn fields(output: &str) -> Vec<(&str, &str)> {
     output
         .lines()

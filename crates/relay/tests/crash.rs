@@ -1,68 +1,19 @@
 //! A relay killed with SIGKILL while a client sends: after a restart every
 //! acknowledged message is delivered, exactly once after de-duplication by
-//! id, and the audit log verifies.
+//! id, and the audit log verifies. And a relay killed and started again on
+//! its address resets its previous run's connections at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::collections::{BTreeSet, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::{ANY_PORT, BIN, RelayProcess, admin, cli_token};
 use ward_client::RelayConnection;
 use ward_client::wire::{self, request::Body as Req, response::Body as Resp};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ward-relay");
-
-fn admin(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ward-relay admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn token(dir: &Path, user: &str) -> String {
-    let out = admin(dir, &["token", "issue", user]);
-    out.split_whitespace()
-        .find(|w| w.starts_with("ward-enroll-"))
-        .unwrap_or_else(|| panic!("no token in {out:?}"))
-        .to_owned()
-}
-
-/// Starts `ward-relay serve` and reads its address and fingerprint.
-fn serve(dir: &Path) -> (Child, SocketAddr, [u8; 32]) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    // "ward-relay listening on <addr>, certificate sha256 fingerprint <hex>"
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let addr = words
-        .iter()
-        .find_map(|w| w.trim_end_matches(',').parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    let hex = words.last().unwrap();
-    let mut fingerprint = [0u8; 32];
-    for (i, byte) in fingerprint.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
-    (child, addr, fingerprint)
-}
 
 async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> RelayConnection {
     for _ in 0..50 {
@@ -101,14 +52,15 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
     let data = dir.path();
     admin(data, &["user", "add", "a", "--role", "nurse"]);
     admin(data, &["user", "add", "b", "--role", "nurse"]);
-    let (token_a, token_b) = (token(data, "a"), token(data, "b"));
+    let (token_a, token_b) = (cli_token(data, "a"), cli_token(data, "b"));
 
     let mut rng = ward_core::os_rng();
     let a = ward_core::IdentityKeyPair::generate(&mut rng);
     let b = ward_core::IdentityKeyPair::generate(&mut rng);
     let b_key = *b.public().signing_key();
 
-    let (mut relay, addr, fingerprint) = serve(data);
+    let relay = RelayProcess::spawn(data, ANY_PORT);
+    let (addr, fingerprint) = (relay.addr, relay.fingerprint);
     let ca = connect(addr, fingerprint).await;
     ca.enroll(&token_a, &a).await.unwrap();
     let cb = connect(addr, fingerprint).await;
@@ -142,16 +94,18 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
         (acknowledged, next)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    relay.kill().unwrap();
-    relay.wait().unwrap();
+    relay.kill();
+    // Restart on the same address: the sends in flight on the old
+    // connection fail at once with a stateless reset (spec/08), not at the
+    // idle timeout.
+    let relay = RelayProcess::spawn(data, addr);
     let (acknowledged, attempted) = sender.await.unwrap();
     assert!(
         !acknowledged.is_empty(),
         "some sends landed before the kill"
     );
 
-    // Restart; a retries everything it was not told was stored (same ids).
-    let (mut relay, addr, fingerprint) = serve(data);
+    // a retries everything it was not told was stored (same ids).
     let ca = connect(addr, fingerprint).await;
     ca.authenticate(&a).await.unwrap();
     for n in 0..attempted.max(1) {
@@ -192,8 +146,7 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
     }
     ca.close().await;
     cb.close().await;
-    relay.kill().unwrap();
-    relay.wait().unwrap();
+    relay.kill();
 
     // The audit log, written through the crash, verifies.
     let export = data.join("audit.export");
@@ -220,4 +173,57 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// spec/08, "Stateless resets": a relay killed (it closes nothing) and
+/// started again on the same address and data directory answers a
+/// connection of its previous run with a stateless reset that the client
+/// recognises, so the client's next request fails with
+/// `ConnectionError::Reset` at once instead of at its idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_resets_the_connections_of_its_previous_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    admin(data, &["user", "add", "a", "--role", "nurse"]);
+    let token = cli_token(data, "a");
+    let identity = ward_core::IdentityKeyPair::generate(&mut ward_core::os_rng());
+
+    let first = RelayProcess::spawn(data, ANY_PORT);
+    let addr = first.addr;
+    let connection = first.connect().await;
+    connection.enroll(&token, &identity).await.unwrap();
+    let key_file = data.join(ward_relay::keys::RESET_KEY_FILE);
+    let key = std::fs::read(&key_file).unwrap();
+    first.kill();
+
+    let second = RelayProcess::spawn(data, addr);
+    assert_eq!(second.addr, addr);
+    assert_eq!(std::fs::read(&key_file).unwrap(), key, "the key is reused");
+    let get_devices = || {
+        Req::GetDevices(wire::GetDevices {
+            user_ids: vec!["a".to_owned()],
+        })
+    };
+    let failed = connection.request(get_devices()).await;
+    assert!(
+        matches!(
+            failed,
+            Err(ward_client::ClientError::Stream(_) | ward_client::ClientError::Connection(_))
+        ),
+        "{failed:?}"
+    );
+    let reason = connection.quic().closed().await;
+    assert!(
+        matches!(reason, quinn::ConnectionError::Reset),
+        "the connection ended by {reason:?}, not by a stateless reset"
+    );
+
+    // The device connects again to the new run and carries on.
+    let again = second.connect().await;
+    again.authenticate(&identity).await.unwrap();
+    assert!(matches!(
+        again.request(get_devices()).await,
+        Ok(Resp::Devices(_))
+    ));
+    again.close().await;
 }

@@ -86,6 +86,17 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// [`Store::open`](super::Store::open) could not create the database
+    /// file mode 0600, or take group and other permissions away from a
+    /// file of the store (STO-25).
+    #[error("could not make the store's {file} file private to its owner: {source}")]
+    FileMode {
+        /// Which file: `"database"`, `"wal"`, `"shm"` or `"journal"`.
+        file: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// SQLite failed (I/O error, disk full, ...).
     #[error("database error: {0}")]
     Database(rusqlite::Error),

@@ -87,7 +87,8 @@ pub enum ServerError {
     /// The TLS identity could not be loaded or created.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    /// The audit signing key could not be loaded or created.
+    /// The audit signing key or the stateless-reset key could not be
+    /// loaded or created.
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
 }
@@ -110,8 +111,9 @@ pub struct Launched {
 }
 
 /// Opens the storage in the data directory, loads or creates the TLS
-/// identity and the audit key there, and starts the relay. Must be called
-/// inside a tokio runtime.
+/// identity, the audit key and the stateless-reset key there (the last
+/// from `stateless_reset_key_file` if configured), and starts the relay.
+/// Must be called inside a tokio runtime.
 pub fn launch(
     config: &crate::config::RelayConfig,
     metrics: Arc<Metrics>,
@@ -134,7 +136,16 @@ pub fn launch(
         expiry_interval: EXPIRY_INTERVAL,
         revocation_poll_interval: REVOCATION_POLL_INTERVAL,
     };
-    let relay = Relay::start(options, Arc::clone(&storage) as Arc<dyn Storage>, metrics)?;
+    let reset_key = match &config.stateless_reset_key_file {
+        Some(path) => crate::keys::load_reset_key(path)?,
+        None => crate::keys::load_or_create_reset_key(&config.data_dir)?,
+    };
+    let relay = Relay::start_with_reset_key(
+        options,
+        &reset_key,
+        Arc::clone(&storage) as Arc<dyn Storage>,
+        metrics,
+    )?;
     Ok(Launched {
         relay,
         storage,
@@ -291,8 +302,36 @@ impl core::fmt::Debug for Relay {
 impl Relay {
     /// Binds the endpoint and starts accepting connections and running the
     /// background tasks. Must be called inside a tokio runtime.
+    ///
+    /// The endpoint's stateless-reset key is drawn for this run only: the
+    /// clients of a relay that stopped without closing their connections
+    /// (killed, crashed) notice a relay started here again only at their
+    /// idle timeout. A relay that restarts on an address should use
+    /// [`Relay::start_with_reset_key`], as [`launch`] does.
     pub fn start(
         options: RelayOptions,
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServerError> {
+        Self::start_with_endpoint(options, quinn::EndpointConfig::default(), storage, metrics)
+    }
+
+    /// [`Relay::start`] with the stateless-reset key `reset_key`, kept
+    /// across restarts (spec/08, "Stateless resets"): a connection of a
+    /// previous run that reaches this relay is reset at once.
+    pub fn start_with_reset_key(
+        options: RelayOptions,
+        reset_key: &crate::keys::ResetKey,
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServerError> {
+        let endpoint_config = crate::tls::endpoint_config(reset_key);
+        Self::start_with_endpoint(options, endpoint_config, storage, metrics)
+    }
+
+    fn start_with_endpoint(
+        options: RelayOptions,
+        endpoint_config: quinn::EndpointConfig,
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ServerError> {
@@ -305,8 +344,12 @@ impl Relay {
             expiry_interval,
             revocation_poll_interval,
         } = options;
-        let endpoint = quinn::Endpoint::server(server_config, bind)
-            .map_err(|source| ServerError::Bind { addr: bind, source })?;
+        let bind_error = |source| ServerError::Bind { addr: bind, source };
+        let socket = std::net::UdpSocket::bind(bind).map_err(bind_error)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_error(std::io::Error::other("no async runtime")))?;
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
+            .map_err(bind_error)?;
         let shared = Arc::new(Shared {
             storage,
             limits,

@@ -1,5 +1,6 @@
 //! A relay on 127.0.0.1 and devices that talk through it with ward-core
-//! sessions, for the integration tests.
+//! sessions, for the integration tests: in this process ([`TestRelay`]),
+//! or as `ward-relay serve` in a child process ([`RelayProcess`]).
 #![allow(
     dead_code,
     unreachable_pub,
@@ -10,7 +11,10 @@
 )]
 
 use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,8 +75,9 @@ impl TestRelay {
         );
         let tls = ward_relay::tls::load_or_create(dir, None).unwrap();
         let audit_key = ward_relay::keys::load_or_create_audit_key(dir).unwrap();
+        let reset_key = ward_relay::keys::load_or_create_reset_key(dir).unwrap();
         let metrics = Arc::new(Metrics::new());
-        let relay = Relay::start(
+        let relay = Relay::start_with_reset_key(
             RelayOptions {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 server_config: ward_relay::tls::server_config(&tls, &limits).unwrap(),
@@ -82,6 +87,7 @@ impl TestRelay {
                 expiry_interval: Duration::from_millis(100),
                 revocation_poll_interval: Duration::from_millis(100),
             },
+            &reset_key,
             Arc::clone(&storage) as Arc<dyn Storage>,
             Arc::clone(&metrics),
         )
@@ -129,6 +135,102 @@ impl TestRelay {
         if let Some(relay) = self.relay.take() {
             relay.shutdown().await.unwrap();
         }
+    }
+}
+
+/// Any free port on loopback.
+pub const ANY_PORT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+
+/// The `ward-relay` binary of this package.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ward-relay");
+
+/// Runs `ward-relay admin --data-dir DIR ARGS...`, which must succeed;
+/// returns its standard output.
+pub fn admin(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["admin", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ward-relay admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An enrollment token for `user`, issued with `ward-relay admin`.
+pub fn cli_token(dir: &Path, user: &str) -> String {
+    let out = admin(dir, &["token", "issue", user]);
+    out.split_whitespace()
+        .find(|w| w.starts_with("ward-enroll-"))
+        .unwrap_or_else(|| panic!("no token in {out:?}"))
+        .to_owned()
+}
+
+/// `ward-relay serve` in a child process, as an operator runs it; killed
+/// (SIGKILL) when dropped.
+pub struct RelayProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub fingerprint: [u8; 32],
+}
+
+impl RelayProcess {
+    /// Starts `ward-relay serve --bind BIND --data-dir DIR` and reads the
+    /// address and fingerprint it prints once it listens.
+    pub fn spawn(dir: &Path, bind: SocketAddr) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--bind", &bind.to_string(), "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "ward-relay listening on <addr>, certificate sha256 fingerprint <hex>"
+        let rest = line
+            .trim_end()
+            .strip_prefix("ward-relay listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let (addr, hex) = rest
+            .split_once(", certificate sha256 fingerprint ")
+            .unwrap();
+        Self {
+            child,
+            addr: addr.parse().unwrap(),
+            fingerprint: ward_relay::tls::parse_fingerprint(hex).unwrap(),
+        }
+    }
+
+    /// Kills the relay with SIGKILL (it closes no connection, flushes
+    /// nothing) and waits until it is gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// A connection to the relay, not yet authenticated.
+    pub async fn connect(&self) -> RelayConnection {
+        RelayConnection::connect(self.addr, "localhost", self.fingerprint)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

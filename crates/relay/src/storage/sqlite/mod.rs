@@ -200,6 +200,20 @@ fn create_data_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// Creates the database file mode 0600 before SQLite first opens it (SQLite
+/// gives its `-wal`, `-shm` and `-journal` files the database's mode), and
+/// takes group and other bits away from a database and side files that an
+/// earlier version created mode 0644.
+fn create_private_database(path: &Path) -> std::io::Result<()> {
+    crate::keys::create_private_file(path)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        crate::keys::restrict_to_owner(Path::new(&side))?;
+    }
+    Ok(())
+}
+
 fn open_connection(path: &Path, config: &StorageConfig, reader: bool) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(config.busy_timeout)?;
@@ -538,13 +552,16 @@ impl Tx<'_> {
 
 impl SqliteStorage {
     /// Opens (creating if needed) the storage in `dir`: creates the
-    /// directory (mode 0700 on Unix), opens or creates [`DATABASE_FILE`],
-    /// migrates its schema to [`SCHEMA_VERSION`], and rebuilds the audit
-    /// tree from its leaf hashes (O(n) in the log's size).
+    /// directory (mode 0700 on Unix), opens or creates [`DATABASE_FILE`]
+    /// (it and SQLite's files beside it mode 0600 on Unix; older ones are
+    /// restricted to that), migrates its schema to [`SCHEMA_VERSION`], and
+    /// rebuilds the audit tree from its leaf hashes (O(n) in the log's
+    /// size).
     pub fn open(dir: impl AsRef<Path>, config: StorageConfig) -> Result<Self> {
         let dir = dir.as_ref();
         create_data_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
+        create_private_database(&path)?;
         let conn = open_connection(&path, &config, false)?;
         schema::migrate(&conn)?;
         let log = load_log(conn)?;
