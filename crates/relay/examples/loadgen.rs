@@ -234,8 +234,9 @@ fn serve(dir: &Path) -> Result<()> {
             tree_head_interval: config.tree_head_interval(),
             expiry_interval: EXPIRY_INTERVAL,
             revocation_poll_interval: REVOCATION_POLL_INTERVAL,
+            reset_key,
         };
-        let relay = Relay::start_with_reset_key(options, &reset_key, storage, metrics)?;
+        let relay = Relay::start(options, storage, metrics)?;
         let addr = relay.local_addr()?;
         {
             let mut out = std::io::stdout().lock();

@@ -58,6 +58,11 @@ pub struct RelayOptions {
     /// How often to look for devices revoked by another process (the admin
     /// command line).
     pub revocation_poll_interval: Duration,
+    /// The QUIC stateless-reset key, kept across restarts (spec/08,
+    /// "Stateless resets"): a connection of a previous run that reaches
+    /// this relay is reset at once, instead of waiting out its idle
+    /// timeout.
+    pub reset_key: crate::keys::ResetKey,
 }
 
 impl core::fmt::Debug for RelayOptions {
@@ -127,6 +132,10 @@ pub fn launch(
     let fingerprint = identity.fingerprint;
     // The key now lives in the rustls configuration only.
     drop(identity);
+    let reset_key = match &config.stateless_reset_key_file {
+        Some(path) => crate::keys::load_reset_key(path)?,
+        None => crate::keys::load_or_create_reset_key(&config.data_dir)?,
+    };
     let options = RelayOptions {
         bind: config.bind,
         server_config,
@@ -135,17 +144,9 @@ pub fn launch(
         tree_head_interval: config.tree_head_interval(),
         expiry_interval: EXPIRY_INTERVAL,
         revocation_poll_interval: REVOCATION_POLL_INTERVAL,
+        reset_key,
     };
-    let reset_key = match &config.stateless_reset_key_file {
-        Some(path) => crate::keys::load_reset_key(path)?,
-        None => crate::keys::load_or_create_reset_key(&config.data_dir)?,
-    };
-    let relay = Relay::start_with_reset_key(
-        options,
-        &reset_key,
-        Arc::clone(&storage) as Arc<dyn Storage>,
-        metrics,
-    )?;
+    let relay = Relay::start(options, Arc::clone(&storage) as Arc<dyn Storage>, metrics)?;
     Ok(Launched {
         relay,
         storage,
@@ -302,36 +303,8 @@ impl core::fmt::Debug for Relay {
 impl Relay {
     /// Binds the endpoint and starts accepting connections and running the
     /// background tasks. Must be called inside a tokio runtime.
-    ///
-    /// The endpoint's stateless-reset key is drawn for this run only: the
-    /// clients of a relay that stopped without closing their connections
-    /// (killed, crashed) notice a relay started here again only at their
-    /// idle timeout. A relay that restarts on an address should use
-    /// [`Relay::start_with_reset_key`], as [`launch`] does.
     pub fn start(
         options: RelayOptions,
-        storage: Arc<dyn Storage>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, ServerError> {
-        Self::start_with_endpoint(options, quinn::EndpointConfig::default(), storage, metrics)
-    }
-
-    /// [`Relay::start`] with the stateless-reset key `reset_key`, kept
-    /// across restarts (spec/08, "Stateless resets"): a connection of a
-    /// previous run that reaches this relay is reset at once.
-    pub fn start_with_reset_key(
-        options: RelayOptions,
-        reset_key: &crate::keys::ResetKey,
-        storage: Arc<dyn Storage>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, ServerError> {
-        let endpoint_config = crate::tls::endpoint_config(reset_key);
-        Self::start_with_endpoint(options, endpoint_config, storage, metrics)
-    }
-
-    fn start_with_endpoint(
-        options: RelayOptions,
-        endpoint_config: quinn::EndpointConfig,
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ServerError> {
@@ -343,7 +316,10 @@ impl Relay {
             tree_head_interval,
             expiry_interval,
             revocation_poll_interval,
+            reset_key,
         } = options;
+        let endpoint_config = crate::tls::endpoint_config(&reset_key);
+        drop(reset_key);
         let bind_error = |source| ServerError::Bind { addr: bind, source };
         let socket = std::net::UdpSocket::bind(bind).map_err(bind_error)?;
         let runtime = quinn::default_runtime()

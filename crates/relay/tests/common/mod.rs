@@ -77,7 +77,7 @@ impl TestRelay {
         let audit_key = ward_relay::keys::load_or_create_audit_key(dir).unwrap();
         let reset_key = ward_relay::keys::load_or_create_reset_key(dir).unwrap();
         let metrics = Arc::new(Metrics::new());
-        let relay = Relay::start_with_reset_key(
+        let relay = Relay::start(
             RelayOptions {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 server_config: ward_relay::tls::server_config(&tls, &limits).unwrap(),
@@ -86,8 +86,8 @@ impl TestRelay {
                 tree_head_interval: Duration::from_millis(200),
                 expiry_interval: Duration::from_millis(100),
                 revocation_poll_interval: Duration::from_millis(100),
+                reset_key,
             },
-            &reset_key,
             Arc::clone(&storage) as Arc<dyn Storage>,
             Arc::clone(&metrics),
         )
