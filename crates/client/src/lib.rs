@@ -24,11 +24,11 @@ pub use self::connection::{Deliveries, RelayConnection};
 pub use self::content::{
     Attachment, AttachmentKey, Content, ContentError, Message, Priority, Receipt, ReceiptKind,
 };
-pub use self::messenger::{Event, IncomingMessage, Messenger, MessengerOptions};
+pub use self::messenger::{ConnectionState, Event, IncomingMessage, Messenger, MessengerOptions};
 pub use self::store::{
     APPLICATION_ID, DeviceRecord, IdentityStatus, Insertion, KnownIdentity, MAX_NAME_LEN,
-    MAX_VALUE_LEN, MessageRef, OutboxStatus, OutgoingMessage, ReceivedMessage, RelayInfo,
-    STORE_FORMAT, SignedPreKeyInfo, StorageKey, Store, StoreError,
+    MAX_VALUE_LEN, MessageRef, OutboxStatus, OutgoingMessage, PendingEvent, ReceivedMessage,
+    RelayInfo, STORE_FORMAT, SignedPreKeyInfo, StorageKey, Store, StoreError,
 };
 pub use self::tls::{ALPN, PinMismatch, pinned_client_config};
 pub use ward_proto::relay_v1 as wire;
@@ -96,13 +96,31 @@ pub enum ClientError {
     /// No device of this contact is known yet.
     #[error("no device of this contact is known")]
     UnknownContact,
+    /// Not connected to the relay. The messenger connects again by itself
+    /// (see [`Messenger::next_event`]); what needs the relay fails with
+    /// this meanwhile.
+    #[error("not connected to the relay")]
+    Offline,
+    /// The message is in the outbox, but the relay has not taken it yet:
+    /// the connection is down, or the relay asked to wait (a rate limit, a
+    /// full queue). The messenger sends it again, with this id, when it is
+    /// connected, and reports [`Event::Sent`] (or [`Event::SendFailed`]).
+    #[error("not sent yet, kept in the outbox: {reason}")]
+    Pending {
+        /// The message's id.
+        message_id: [u8; 16],
+        /// Why it could not be sent now.
+        reason: Box<ClientError>,
+    },
 }
 
 impl ClientError {
-    /// The relay's error code, if the relay refused the request.
+    /// The relay's error code, if the relay refused the request (now, or
+    /// the pending send's last attempt).
     pub fn code(&self) -> Option<wire::ErrorCode> {
         match self {
             Self::Refused { code, .. } => Some(*code),
+            Self::Pending { reason, .. } => reason.code(),
             _ => None,
         }
     }

@@ -4,6 +4,8 @@
 mod codec;
 mod crypto;
 mod error;
+mod events;
+mod messages;
 mod records;
 mod schema;
 
@@ -18,14 +20,18 @@ use self::crypto::{Keys, SALT_LEN, derive, random};
 pub use self::crypto::{MAX_VALUE_LEN, StorageKey};
 pub use self::error::StoreError;
 use self::error::{Result, corrupt};
-pub use self::records::{
-    DeviceRecord, IdentityStatus, Insertion, KnownIdentity, MessageRef, OutboxStatus,
-    OutgoingMessage, ReceivedMessage, RelayInfo, SignedPreKeyInfo,
-};
+pub use self::events::PendingEvent;
+pub use self::messages::{Insertion, MessageRef, OutboxStatus, OutgoingMessage, ReceivedMessage};
+pub use self::records::{DeviceRecord, IdentityStatus, KnownIdentity, RelayInfo, SignedPreKeyInfo};
 
-/// The store format this build writes and reads (`meta.format`, and a byte
-/// of every sealed value's associated data).
-pub const STORE_FORMAT: u8 = 1;
+/// The store format this build writes (`meta.format`). It reads this one
+/// and format 1, which it upgrades on open (spec/11, "Formats").
+pub const STORE_FORMAT: u8 = 2;
+
+/// The version byte of every sealed value's associated data (spec/11,
+/// "Sealed values"); unchanged since format 1, so that an upgrade rewrites
+/// no value.
+pub(crate) const RECORD_FORMAT: u8 = 1;
 
 /// SQLite's `application_id` of a Ward store: `"WARD"` read as a
 /// big-endian integer.
@@ -52,8 +58,9 @@ const SAVEPOINT: &str = "ward";
 /// | One-time prekeys | [`Store::add_one_time_prekeys`], [`Store::take_one_time_prekey`] | [`Store::one_time_prekey`], [`Store::one_time_prekey_count`], [`Store::next_one_time_id`] |
 /// | Sessions | [`Store::save_session`], [`Store::delete_session`], [`Store::delete_sessions`] | [`Store::session`], [`Store::session_by_base_key`], [`Store::sessions`] |
 /// | Known identities | [`Store::record_identity`], [`Store::forget_identity`] | [`Store::known_identities`] |
-/// | Received messages | [`Store::store_incoming`], [`Store::mark_acknowledged`], [`Store::delete_received`] | [`Store::received`], [`Store::unacknowledged`] |
+/// | Received messages | [`Store::store_incoming`], [`Store::mark_acknowledged`], [`Store::delete_received`] | [`Store::received`], [`Store::received_message`], [`Store::unacknowledged`] |
 /// | Outbox | [`Store::queue_outgoing`], [`Store::mark_sent`], [`Store::delete_outgoing`] | [`Store::outbox`], [`Store::pending_outgoing`] |
+/// | Event queue | [`Store::push_event`], [`Store::delete_event`] | [`Store::first_event`], [`Store::pending_events`] |
 ///
 /// # Locking
 ///
@@ -232,7 +239,7 @@ impl Store {
             if application_id != 0 {
                 return Err(StoreError::NotAStore);
             }
-            tx.execute_batch(schema::SCHEMA)?;
+            schema::create(&tx)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             let salt = random::<SALT_LEN>()?;
             let (keys, check) = derive(key, &salt);
@@ -245,11 +252,14 @@ impl Store {
             if application_id != i64::from(APPLICATION_ID) {
                 return Err(StoreError::NotAStore);
             }
-            let (salt, key_check) = read_meta(&tx)?;
-            schema::check(&tx)?;
+            let (format, salt, key_check) = read_meta(&tx)?;
+            schema::check(&tx, format)?;
             let (keys, check) = derive(key, &salt);
             if !check.matches(&key_check) {
                 return Err(StoreError::WrongKey);
+            }
+            if format == 1 {
+                upgrade_1_to_2(&tx, &keys)?;
             }
             (salt, key_check, keys)
         };
@@ -410,18 +420,33 @@ impl Store {
     }
 }
 
-fn read_meta(conn: &Connection) -> Result<([u8; SALT_LEN], [u8; 32])> {
+/// Format 1 had no event queue: a message stored but not acknowledged was
+/// reported again on every open until acknowledged. Queueing those
+/// messages' events once reports each of them once more, as format 1
+/// would have on this open, and never again.
+fn upgrade_1_to_2(conn: &Connection, keys: &Keys) -> Result<()> {
+    schema::upgrade_1_to_2(conn)?;
+    for message in messages::unacknowledged_in(conn, keys)? {
+        events::push(conn, keys, &PendingEvent::Received(message))?;
+    }
+    conn.execute("UPDATE meta SET format = ?1 WHERE id = 1", [STORE_FORMAT])?;
+    Ok(())
+}
+
+/// `meta`: the format (1 or 2), the salt and the key check.
+fn read_meta(conn: &Connection) -> Result<(u8, [u8; SALT_LEN], [u8; 32])> {
     // A database with Ward's application id but no `meta` table is damaged.
     let mut stmt = conn
         .prepare("SELECT format, salt, key_check FROM meta WHERE id = 1")
         .map_err(|_| corrupt("meta", "no meta table"))?;
     let mut rows = stmt.query([])?;
     let row = rows.next()?.ok_or_else(|| corrupt("meta", "no meta row"))?;
-    let format = codec::integer(row, 0, "meta")?;
-    if format != i64::from(STORE_FORMAT) {
-        return Err(StoreError::UnsupportedFormat { found: format });
-    }
+    let found = codec::integer(row, 0, "meta")?;
+    let format = match u8::try_from(found) {
+        Ok(format @ (1 | STORE_FORMAT)) => format,
+        _ => return Err(StoreError::UnsupportedFormat { found }),
+    };
     let salt = codec::blob_n::<SALT_LEN>(row, 1, "meta")?;
     let key_check = codec::blob_n::<32>(row, 2, "meta")?;
-    Ok((salt, key_check))
+    Ok((format, salt, key_check))
 }

@@ -4,193 +4,17 @@
 //! wiping.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::future::Future;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use ward_audit::UserId;
+use common::relay::*;
 use ward_client::{
-    ClientError, Event, IncomingMessage, Message, Messenger, MessengerOptions, Priority,
-    ReceiptKind, StorageKey, StoreError,
+    ClientError, Event, Message, Messenger, MessengerOptions, Priority, ReceiptKind, StoreError,
 };
-use ward_relay::metrics::Metrics;
-use ward_relay::server::{Limits, Relay, RelayOptions};
-use ward_relay::storage::{DeviceKey, SqliteStorage, Storage, StorageConfig};
-
-const HOUR_MS: u64 = 3_600_000;
-/// Every test ends within this time.
-const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest wait for one event.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-struct TestRelay {
-    relay: Option<Relay>,
-    storage: Arc<SqliteStorage>,
-    fingerprint: [u8; 32],
-    addr: std::net::SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl TestRelay {
-    fn start() -> Self {
-        Self::start_with(Limits::default())
-    }
-
-    fn start_with(limits: Limits) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let relay_dir = dir.path().join("relay");
-        std::fs::create_dir_all(&relay_dir).unwrap();
-        let storage = Arc::new(
-            SqliteStorage::open(
-                &relay_dir,
-                StorageConfig {
-                    max_queue_depth: limits.max_queue_depth,
-                    max_one_time_prekeys: limits.max_one_time_prekeys,
-                    ..StorageConfig::default()
-                },
-            )
-            .unwrap(),
-        );
-        let tls = ward_relay::tls::load_or_create(&relay_dir, None).unwrap();
-        let audit_key = ward_relay::keys::load_or_create_audit_key(&relay_dir).unwrap();
-        let relay = Relay::start(
-            RelayOptions {
-                bind: "127.0.0.1:0".parse().unwrap(),
-                server_config: ward_relay::tls::server_config(&tls, &limits).unwrap(),
-                limits,
-                audit_key,
-                tree_head_interval: Duration::from_millis(500),
-                expiry_interval: Duration::from_millis(200),
-                revocation_poll_interval: Duration::from_millis(200),
-            },
-            Arc::clone(&storage) as Arc<dyn Storage>,
-            Arc::new(Metrics::new()),
-        )
-        .unwrap();
-        Self {
-            addr: relay.local_addr().unwrap(),
-            relay: Some(relay),
-            storage,
-            fingerprint: tls.fingerprint,
-            dir,
-        }
-    }
-
-    fn add_user(&self, user: &str) {
-        let role = ward_relay::storage::Role::new("clinician").unwrap();
-        self.storage
-            .create_user(&UserId::new(user).unwrap(), &role, None, now_ms())
-            .unwrap();
-    }
-
-    fn token(&self, user: &str) -> String {
-        let (token, hash) = ward_relay::keys::new_enrollment_token();
-        self.storage
-            .issue_enrollment_token(
-                &hash,
-                &UserId::new(user).unwrap(),
-                None,
-                now_ms(),
-                now_ms() + HOUR_MS,
-            )
-            .unwrap();
-        token
-    }
-
-    /// Where the store of device `name` lives.
-    fn store_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}.ward"))
-    }
-
-    async fn enroll(&self, user: &str, name: &str, options: MessengerOptions) -> Messenger {
-        Messenger::enroll(
-            self.store_path(name),
-            &key_of(name),
-            self.addr,
-            self.fingerprint,
-            &self.token(user),
-            options,
-        )
-        .await
-        .unwrap()
-    }
-
-    async fn stop(&mut self) {
-        if let Some(relay) = self.relay.take() {
-            relay.shutdown().await.unwrap();
-        }
-    }
-}
-
-/// A storage key per device name (the app would keep it in the platform's
-/// key store).
-fn key_of(name: &str) -> StorageKey {
-    let mut key = [0u8; 32];
-    for (k, b) in key.iter_mut().zip(name.bytes().cycle()) {
-        *k = b;
-    }
-    StorageKey::new(key)
-}
-
-/// No auto-lock, so that slow machines do not lock tests that do not
-/// test locking.
-fn options() -> MessengerOptions {
-    MessengerOptions {
-        auto_lock_after: None,
-        ..MessengerOptions::default()
-    }
-}
-
-async fn bounded<F: Future<Output = ()>>(test: F) {
-    tokio::time::timeout(TEST_TIMEOUT, test)
-        .await
-        .expect("test timed out");
-}
-
-async fn next_event(m: &mut Messenger) -> Event {
-    tokio::time::timeout(EVENT_TIMEOUT, m.next_event())
-        .await
-        .expect("no event in time")
-        .unwrap()
-}
-
-/// The next message event, skipping receipts and identity events.
-async fn next_message(m: &mut Messenger) -> IncomingMessage {
-    loop {
-        if let Event::Message(message) = next_event(m).await {
-            return message;
-        }
-    }
-}
-
-/// The next receipt, skipping other events.
-async fn next_receipt(m: &mut Messenger) -> (String, ReceiptKind, Vec<[u8; 16]>) {
-    loop {
-        if let Event::Receipt {
-            from_user,
-            kind,
-            message_ids,
-            ..
-        } = next_event(m).await
-        {
-            return (from_user, kind, message_ids);
-        }
-    }
-}
-
-/// Asserts that no event arrives for a short while.
-async fn assert_quiet(m: &mut Messenger) {
-    let waited = tokio::time::timeout(Duration::from_millis(300), m.next_event()).await;
-    assert!(waited.is_err(), "unexpected event: {waited:?}");
-}
+use ward_relay::server::Limits;
+use ward_relay::storage::{DeviceKey, Storage};
 
 fn files_of(path: &Path) -> Vec<PathBuf> {
     ["", "-wal", "-shm", "-journal"]
@@ -334,12 +158,11 @@ async fn a_message_stored_before_a_crash_is_reported_once_after_reopening() {
             .send(&["bob"], Message::text("labs back"))
             .await
             .unwrap();
-        bob.simulate_crash_before_ack();
-        let crashed = tokio::time::timeout(EVENT_TIMEOUT, bob.next_event())
-            .await
-            .unwrap();
-        assert!(crashed.is_err());
+        bob.stall_before_next_ack();
+        let cut = tokio::time::timeout(Duration::from_millis(500), bob.next_event()).await;
+        assert!(cut.is_err(), "the stalled wait returned: {cut:?}");
         // Stored, not acknowledged; the process "dies" (no close).
+        assert_eq!(bob.store().unwrap().unacknowledged().unwrap().len(), 1);
         drop(bob);
 
         let mut bob = Messenger::open(relay.store_path("bob"), &key_of("bob"), no_receipts)
@@ -681,13 +504,21 @@ async fn a_message_refused_by_the_relay_stays_in_the_outbox_and_is_sent_on_the_n
                 Err(e) => break e,
             }
         };
-        assert!(
-            matches!(refused, ClientError::Refused { .. }),
-            "{refused:?}"
+        // Kept for later, and the app is told which message it is.
+        let ClientError::Pending {
+            message_id: pending_id,
+            reason,
+        } = refused
+        else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(
+            reason.code(),
+            Some(ward_client::wire::ErrorCode::RateLimited)
         );
         let pending = alice.store().unwrap().pending_outgoing().unwrap();
         assert_eq!(pending.len(), 1);
-        let pending_id = pending[0].message_id;
+        assert_eq!(pending[0].message_id, pending_id);
         assert!(!sent.contains(&pending_id));
         // The app is killed now: no close, no flush.
         drop(alice);

@@ -106,7 +106,7 @@ pub(super) fn random<const N: usize>() -> Result<[u8; N]> {
 fn associated_data(table: &'static str, record_key: &[u8]) -> Vec<u8> {
     let mut ad = Vec::with_capacity(LABEL_RECORD.len() + 2 + table.len() + record_key.len());
     ad.extend_from_slice(LABEL_RECORD);
-    ad.push(super::STORE_FORMAT);
+    ad.push(super::RECORD_FORMAT);
     // Table names are fixed ASCII names shorter than 32 bytes.
     ad.push(table.len() as u8);
     ad.extend_from_slice(table.as_bytes());

@@ -1,13 +1,14 @@
-//! The store's SQLite schema, format 1 (spec/11, "Tables").
+//! The store's SQLite schema (spec/11, "Tables"), and the upgrade of a
+//! store of format 1 to format 2.
 
 use rusqlite::Connection;
 
 use super::error::{Result, corrupt};
 
-/// The schema of format 1, executed once when a store is created. The
-/// stored `CREATE` statements must stay exactly these (STO-14): `open`
-/// compares them with a fresh in-memory copy.
-pub(super) const SCHEMA: &str = "\
+/// The schema of format 1. The stored `CREATE` statements of a store must
+/// be exactly those of its format (STO-14): `open` compares them with a
+/// fresh in-memory copy.
+const SCHEMA_1: &str = "\
 CREATE TABLE meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     format INTEGER NOT NULL,
@@ -62,6 +63,28 @@ CREATE TABLE outbox (
 ) STRICT;
 ";
 
+/// What format 2 adds to format 1: the event queue.
+const EVENTS_TABLE: &str = "\
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+";
+
+/// Creates the schema of the current format (2) in an empty database.
+pub(super) fn create(conn: &Connection) -> Result<()> {
+    conn.execute_batch(SCHEMA_1)?;
+    conn.execute_batch(EVENTS_TABLE)?;
+    Ok(())
+}
+
+/// Upgrades the schema of a store of format 1 to format 2; the caller
+/// fills the new table and sets `meta.format` in the same transaction.
+pub(super) fn upgrade_1_to_2(conn: &Connection) -> Result<()> {
+    conn.execute_batch(EVENTS_TABLE)?;
+    Ok(())
+}
+
 type SchemaRow = (String, String, String, Option<String>);
 
 fn schema_rows(conn: &Connection) -> Result<Vec<SchemaRow>> {
@@ -74,11 +97,14 @@ fn schema_rows(conn: &Connection) -> Result<Vec<SchemaRow>> {
     rows.map_err(|_| corrupt("schema", "unreadable schema"))
 }
 
-/// Refuses a database whose schema is not exactly [`SCHEMA`]: no extra
-/// table, index, trigger or view, no changed column (STO-14).
-pub(super) fn check(conn: &Connection) -> Result<()> {
+/// Refuses a database whose schema is not exactly that of `format` (1 or
+/// 2): no extra table, index, trigger or view, no changed column (STO-14).
+pub(super) fn check(conn: &Connection, format: u8) -> Result<()> {
     let expected = Connection::open_in_memory()?;
-    expected.execute_batch(SCHEMA)?;
+    match format {
+        1 => expected.execute_batch(SCHEMA_1)?,
+        _ => create(&expected)?,
+    }
     if schema_rows(conn)? == schema_rows(&expected)? {
         Ok(())
     } else {
