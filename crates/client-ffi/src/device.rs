@@ -6,10 +6,10 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard, Notify, oneshot};
-use ward_client::{Message, Messenger, MessengerOptions, StorageKey};
+use ward_client::{ConnectionState, Message, Messenger, MessengerOptions, StorageKey};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{WardError, WardEvent, WardReceiptKind, runtime};
+use crate::{WardError, WardEvent, WardMessage, WardReceiptKind, runtime};
 
 type Result<T, E = WardError> = core::result::Result<T, E>;
 
@@ -40,6 +40,22 @@ pub struct WardOptions {
     /// default.
     #[uniffi(default = 0)]
     pub ttl_ms: u64,
+    /// The longest a connection attempt may take, in ms (`open` waits this
+    /// long before it opens the device offline). Default 5 seconds.
+    #[uniffi(default = 5000)]
+    pub connect_timeout_ms: u64,
+    /// The backoff between connection attempts starts here (and doubles,
+    /// with jitter, up to `reconnect_max_ms`), in ms. Default 500 ms.
+    #[uniffi(default = 500)]
+    pub reconnect_min_ms: u64,
+    /// The longest backoff between connection attempts, in ms. Default 30
+    /// seconds.
+    #[uniffi(default = 30000)]
+    pub reconnect_max_ms: u64,
+    /// The longest wait for the relay's answer to one request, in ms; past
+    /// it the connection is made again. Default 20 seconds.
+    #[uniffi(default = 20000)]
+    pub request_timeout_ms: u64,
 }
 
 /// The messenger's options from the foreign ones (`None`: the defaults).
@@ -51,6 +67,10 @@ fn messenger_options(options: Option<WardOptions>) -> MessengerOptions {
             send_delivery_receipts,
             server_name,
             ttl_ms,
+            connect_timeout_ms,
+            reconnect_min_ms,
+            reconnect_max_ms,
+            request_timeout_ms,
         }) = options
         else {
             return defaults;
@@ -61,6 +81,10 @@ fn messenger_options(options: Option<WardOptions>) -> MessengerOptions {
             auto_lock_after: (auto_lock_after_ms > 0)
                 .then(|| Duration::from_millis(auto_lock_after_ms)),
             ttl_ms,
+            connect_timeout: Duration::from_millis(connect_timeout_ms),
+            reconnect_min: Duration::from_millis(reconnect_min_ms),
+            reconnect_max: Duration::from_millis(reconnect_max_ms),
+            request_timeout: Duration::from_millis(request_timeout_ms),
             ..defaults
         }
     }
@@ -220,16 +244,22 @@ impl WardDevice {
         }
     }
 
-    /// The next event; on the runtime thread.
-    async fn next(&self) -> Result<WardEvent> {
+    /// The next event, with the device still held; on the runtime thread.
+    /// The caller hands the event over before it lets the device go, and
+    /// gives it back (`Messenger::redeliver_last_event`) if it could not:
+    /// no other call can take the next event meanwhile.
+    async fn next(&self) -> (MutexGuard<'_, Option<Messenger>>, Result<WardEvent>) {
         loop {
             {
                 let mut guard = self.messenger.lock().await;
-                let messenger = guard.as_mut().ok_or(WardError::Closed)?;
+                let Some(messenger) = guard.as_mut() else {
+                    return (guard, Err(WardError::Closed));
+                };
                 tokio::select! {
                     biased;
                     event = messenger.next_event() => {
-                        return event.map(WardEvent::from).map_err(WardError::from);
+                        let event = event.map(WardEvent::from).map_err(WardError::from);
+                        return (guard, event);
                     }
                     () = self.interrupted() => {}
                 }
@@ -238,6 +268,15 @@ impl WardDevice {
             // this one locks again, goes first.
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Sends `message` to `users`; see [`WardDevice::send_text`].
+    async fn send(self: Arc<Self>, users: Vec<String>, message: Message) -> Result<Vec<u8>> {
+        self.with(async move |m| {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            Ok(m.send(&users, message).await?.to_vec())
+        })
+        .await
     }
 
     fn stop_listener(&self) {
@@ -297,7 +336,9 @@ impl WardDevice {
     }
 
     /// Sends `text` to every device of `users` and to this user's other
-    /// devices. Returns the message id (16 bytes).
+    /// devices. Returns the message id (16 bytes) once the relay has it; if
+    /// it cannot take it now, [`WardError::Pending`] with the id (the
+    /// device sends it by itself later).
     pub async fn send_text(
         self: Arc<Self>,
         users: Vec<String>,
@@ -309,11 +350,17 @@ impl WardDevice {
         } else {
             Message::text(text)
         };
-        self.with(async move |m| {
-            let users: Vec<&str> = users.iter().map(String::as_str).collect();
-            Ok(m.send(&users, message).await?.to_vec())
-        })
-        .await
+        self.send(users, message).await
+    }
+
+    /// [`WardDevice::send_text`] for a message with attachments.
+    pub async fn send_message(
+        self: Arc<Self>,
+        users: Vec<String>,
+        message: WardMessage,
+    ) -> Result<Vec<u8>> {
+        let message = Message::try_from(message)?;
+        self.send(users, message).await
     }
 
     /// Sends a receipt for `message_ids` (16 bytes each) to `to_user`.
@@ -335,9 +382,41 @@ impl WardDevice {
 
     /// Waits for the next event. Cancel it (or use
     /// [`WardDevice::start_listening`]) to stop waiting; other calls may
-    /// run meanwhile.
+    /// run meanwhile. Each event is reported once: one whose call was
+    /// cancelled as it arrived is returned again by the next call, and a
+    /// device that is shut down and opened again does not repeat what it
+    /// returned. Losing the connection does not end the wait: the device
+    /// connects again, and reports [`WardEvent::Connection`].
     pub async fn next_event(self: Arc<Self>) -> Result<WardEvent> {
-        runtime::run(move || async move { self.next().await }).await
+        runtime::run_answering(move |mut answer| async move {
+            let (mut guard, event) = tokio::select! {
+                next = self.next() => next,
+                () = answer.closed() => return,
+            };
+            if let Err(Ok(_)) = answer.send(event)
+                && let Some(messenger) = guard.as_mut()
+            {
+                messenger.redeliver_last_event();
+            }
+        })
+        .await
+    }
+
+    /// Tells the device that the network changed (the platform's
+    /// connectivity callback: Wi-Fi to cellular, back online): it tries to
+    /// connect at once instead of waiting out its backoff.
+    pub async fn network_changed(self: Arc<Self>) -> Result<()> {
+        self.with(async |m| {
+            m.network_changed();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether the device is connected to its relay now.
+    pub async fn is_connected(self: Arc<Self>) -> Result<bool> {
+        self.with(async |m| Ok(m.connection_state() == ConnectionState::Connected))
+            .await
     }
 
     /// Drops the keys in memory; every call but `unlock`, `shutdown` and
@@ -414,7 +493,9 @@ impl WardDevice {
             tokio::task::spawn_local(async move {
                 let listen = async {
                     loop {
-                        match device.next().await {
+                        let (guard, event) = device.next().await;
+                        drop(guard);
+                        match event {
                             Ok(event) => listener.on_event(event),
                             Err(error) => {
                                 let go_on = matches!(error, WardError::Protocol { .. });

@@ -26,11 +26,23 @@ pub enum WardError {
         /// With `RATE_LIMITED`: how long to wait before retrying, in ms.
         retry_after_ms: u64,
     },
-    /// The relay could not be reached, or the connection was lost: open
-    /// the device again.
+    /// The relay could not be reached, or the connection was lost. The
+    /// device connects again by itself while the app waits for events
+    /// (`WardEvent.Connection` tells when); enrolling needs the relay.
     #[error("connection: {detail}")]
     Connection {
         /// What failed.
+        detail: String,
+    },
+    /// The message is kept in the outbox but the relay has not taken it
+    /// yet (not connected, a rate limit, a full queue): the device sends it
+    /// again by itself, with this id, and reports `WardEvent.Sent` (or
+    /// `WardEvent.SendFailed`). Show it as pending.
+    #[error("not sent yet, kept in the outbox: {detail}")]
+    Pending {
+        /// The message's id (16 bytes).
+        message_id: Vec<u8>,
+        /// Why it could not be sent now.
         detail: String,
     },
     /// An argument is malformed: a storage key that is not 32 bytes, a
@@ -86,6 +98,13 @@ impl WardError {
     }
 }
 
+/// A relay error code as the bindings name it: `NOT_FOUND`, `REVOKED`, ...
+pub(crate) fn code_name(code: ward_client::wire::ErrorCode) -> String {
+    code.as_str_name()
+        .trim_start_matches("ERROR_CODE_")
+        .to_owned()
+}
+
 impl From<ClientError> for WardError {
     fn from(error: ClientError) -> Self {
         match error {
@@ -100,18 +119,20 @@ impl From<ClientError> for WardError {
                 retry_after_ms,
                 ..
             } => Self::Refused {
-                code: code
-                    .as_str_name()
-                    .trim_start_matches("ERROR_CODE_")
-                    .to_owned(),
+                code: code_name(code),
                 detail: message,
                 retry_after_ms,
             },
-            e @ (ClientError::Connect(_) | ClientError::Connection(_) | ClientError::Stream(_)) => {
-                Self::Connection {
-                    detail: e.to_string(),
-                }
-            }
+            e @ (ClientError::Connect(_)
+            | ClientError::Connection(_)
+            | ClientError::Stream(_)
+            | ClientError::Offline) => Self::Connection {
+                detail: e.to_string(),
+            },
+            ClientError::Pending { message_id, reason } => Self::Pending {
+                message_id: message_id.to_vec(),
+                detail: reason.to_string(),
+            },
             e @ (ClientError::Protocol(_)
             | ClientError::Frame(_)
             | ClientError::UnexpectedResponse

@@ -1,6 +1,110 @@
 //! [`WardEvent`]: [`Event`] as foreign code sees it.
 
-use ward_client::{Event, IncomingMessage, Priority, ReceiptKind};
+use ward_client::{
+    Attachment, AttachmentKey, ConnectionState, Event, IncomingMessage, Message, Priority,
+    ReceiptKind,
+};
+
+use crate::WardError;
+
+/// The length of an attachment's key, in bytes.
+const ATTACHMENT_KEY_LEN: usize = 32;
+/// The length of an attachment's SHA-256, in bytes.
+const SHA256_LEN: usize = 32;
+
+/// A file (an image, a lab PDF) encrypted under its own key and stored
+/// elsewhere; a message carries where it is and how to open it (spec/12).
+///
+/// `key` is the blob's ChaCha20-Poly1305 key: a secret. Keep it in memory
+/// only as long as the blob is being opened, and never log it. No `Debug`.
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct WardAttachment {
+    /// Where the encrypted blob lives (a URL or an opaque reference),
+    /// 1 to 2048 bytes.
+    pub reference: String,
+    /// Its media type (`image/jpeg`), at most 255 bytes.
+    pub content_type: String,
+    /// The plaintext size of the blob, in bytes.
+    pub size: u64,
+    /// SHA-256 of the encrypted blob (32 bytes).
+    pub sha256: Vec<u8>,
+    /// The blob's key (32 bytes).
+    pub key: Vec<u8>,
+}
+
+impl From<Attachment> for WardAttachment {
+    fn from(a: Attachment) -> Self {
+        Self {
+            reference: a.reference,
+            content_type: a.content_type,
+            size: a.size,
+            sha256: a.sha256.to_vec(),
+            key: a.key.expose_secret().to_vec(),
+        }
+    }
+}
+
+impl TryFrom<WardAttachment> for Attachment {
+    type Error = WardError;
+
+    fn try_from(a: WardAttachment) -> Result<Self, WardError> {
+        let mut key_bytes = zeroize::Zeroizing::new(a.key);
+        let key = <[u8; ATTACHMENT_KEY_LEN]>::try_from(key_bytes.as_slice()).map_err(|_| {
+            WardError::invalid(format!(
+                "an attachment key is {ATTACHMENT_KEY_LEN} bytes, not {}",
+                key_bytes.len()
+            ))
+        })?;
+        zeroize::Zeroize::zeroize(&mut *key_bytes);
+        let sha256 = <[u8; SHA256_LEN]>::try_from(a.sha256.as_slice()).map_err(|_| {
+            WardError::invalid(format!(
+                "an attachment's sha256 is {SHA256_LEN} bytes, not {}",
+                a.sha256.len()
+            ))
+        })?;
+        Ok(Self {
+            reference: a.reference,
+            content_type: a.content_type,
+            size: a.size,
+            sha256,
+            key: AttachmentKey::new(key),
+        })
+    }
+}
+
+/// A message to send: text, attachments, priority.
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct WardMessage {
+    /// The text, at most 64 KiB of UTF-8.
+    pub text: String,
+    /// Urgent (the recipient's app alerts accordingly).
+    #[uniffi(default = false)]
+    pub urgent: bool,
+    /// At most 32 attachments.
+    #[uniffi(default = [])]
+    pub attachments: Vec<WardAttachment>,
+}
+
+impl TryFrom<WardMessage> for Message {
+    type Error = WardError;
+
+    fn try_from(m: WardMessage) -> Result<Self, WardError> {
+        Ok(Self {
+            text: m.text,
+            attachments: m
+                .attachments
+                .into_iter()
+                .map(Attachment::try_from)
+                .collect::<Result<_, _>>()?,
+            priority: if m.urgent {
+                Priority::Urgent
+            } else {
+                Priority::Routine
+            },
+            sent_at_ms: 0,
+        })
+    }
+}
 
 /// Delivered or read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
@@ -47,8 +151,8 @@ pub enum WardEvent {
         text: String,
         /// Sent as urgent.
         urgent: bool,
-        /// How many attachments it references (not yet exposed here).
-        attachment_count: u32,
+        /// The files it references.
+        attachments: Vec<WardAttachment>,
         /// When it was written, by the sender's clock (ms since the epoch).
         sent_at_ms: u64,
         /// When this device stored it (ms since the epoch).
@@ -101,6 +205,29 @@ pub enum WardEvent {
     /// [`WardError::NotEnrolled`](crate::WardError::NotEnrolled). Delete the storage key from the
     /// platform's key store and drop the device.
     Wiped,
+    /// The connection to the relay was lost (`connected` false; the device
+    /// connects again by itself, the next attempt in `retry_in_ms`) or is
+    /// back (`connected` true). Waiting for events goes on either way.
+    Connection {
+        /// Whether the device is connected now.
+        connected: bool,
+        /// While disconnected: the wait before the next attempt, in ms.
+        retry_in_ms: u64,
+    },
+    /// A message whose send failed with [`WardError::Pending`] (or left in
+    /// the outbox by an earlier run) reached the relay.
+    Sent {
+        /// Its id.
+        message_id: Vec<u8>,
+    },
+    /// A message whose send failed with [`WardError::Pending`] was refused
+    /// for good when sent again, and left the outbox.
+    SendFailed {
+        /// Its id.
+        message_id: Vec<u8>,
+        /// The relay's error code (as in [`WardError::Refused`]).
+        code: String,
+    },
     /// An event of a kind this version of the bindings does not map.
     Unsupported {
         /// Its kind, without its contents.
@@ -124,7 +251,7 @@ impl From<Event> for WardEvent {
                 sender_device: sender_device.to_vec(),
                 message_id: message_id.to_vec(),
                 urgent: message.priority == Priority::Urgent,
-                attachment_count: u32::try_from(message.attachments.len()).unwrap_or(u32::MAX),
+                attachments: message.attachments.into_iter().map(Into::into).collect(),
                 text: message.text,
                 sent_at_ms,
                 received_at_ms,
@@ -161,6 +288,21 @@ impl From<Event> for WardEvent {
                 reason: error.to_string(),
             },
             Event::Wiped => Self::Wiped,
+            Event::Connection(ConnectionState::Connected) => Self::Connection {
+                connected: true,
+                retry_in_ms: 0,
+            },
+            Event::Connection(ConnectionState::Disconnected { retry_in }) => Self::Connection {
+                connected: false,
+                retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+            },
+            Event::Sent { message_id } => Self::Sent {
+                message_id: message_id.to_vec(),
+            },
+            Event::SendFailed { message_id, code } => Self::SendFailed {
+                message_id: message_id.to_vec(),
+                code: crate::error::code_name(code),
+            },
             // `Event`'s Debug shows no user data.
             other => Self::Unsupported {
                 description: format!("{other:?}"),

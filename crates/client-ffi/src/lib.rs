@@ -42,6 +42,6 @@ mod runtime;
 
 pub use self::device::{WardDevice, WardListener, WardOptions};
 pub use self::error::WardError;
-pub use self::event::{WardEvent, WardReceiptKind};
+pub use self::event::{WardAttachment, WardEvent, WardMessage, WardReceiptKind};
 
 uniffi::setup_scaffolding!();

@@ -84,3 +84,22 @@ where
         .await
         .map_err(|_| internal("the call's task ended without an answer"))?
 }
+
+/// [`run`] for work that answers by itself: `make` gets the channel of the
+/// answer, so that it can tell whether the caller was still there to take
+/// it (`oneshot::Sender::send` gives back what it could not deliver), and
+/// can stop when the caller goes (`oneshot::Sender::closed`).
+pub(crate) async fn run_answering<F, Fut, T>(make: F) -> Result<T, WardError>
+where
+    F: FnOnce(oneshot::Sender<Result<T, WardError>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+    T: Send + 'static,
+{
+    let (answer, output) = oneshot::channel();
+    submit(move || {
+        tokio::task::spawn_local(make(answer));
+    })?;
+    output
+        .await
+        .map_err(|_| internal("the call's task ended without an answer"))?
+}

@@ -71,3 +71,22 @@ fn the_other_classes_map_as_documented() {
         assert!(shown.starts_with(expected), "{shown} is not {expected}");
     }
 }
+
+#[test]
+fn a_pending_send_carries_its_id_and_being_offline_is_a_connection_error() {
+    let error = WardError::from(ClientError::Pending {
+        message_id: [7; 16],
+        reason: Box::new(ClientError::Offline),
+    });
+    match error {
+        WardError::Pending { message_id, detail } => {
+            assert_eq!(message_id, vec![7; 16]);
+            assert!(detail.contains("not connected"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        WardError::from(ClientError::Offline),
+        WardError::Connection { .. }
+    ));
+}

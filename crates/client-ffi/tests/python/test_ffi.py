@@ -12,6 +12,7 @@ Standard library only. Every wait is bounded.
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,10 +22,12 @@ import unittest
 sys.path.insert(0, os.environ["WARD_FFI_BINDINGS"])
 
 from ward_client_ffi import (  # noqa: E402
+    WardAttachment,
     WardDevice,
     WardError,
     WardEvent,
     WardListener,
+    WardMessage,
     WardOptions,
     WardReceiptKind,
 )
@@ -55,10 +58,10 @@ def issue_token(data_dir, user):
     return tokens[0]
 
 
-def start_relay(data_dir):
+def start_relay(data_dir, bind="127.0.0.1:0"):
     """Starts `ward-relay serve` on 127.0.0.1; returns (process, addr, fingerprint)."""
     process = subprocess.Popen(
-        [RELAY, "serve", "--bind", "127.0.0.1:0", "--data-dir", data_dir],
+        [RELAY, "serve", "--bind", bind, "--data-dir", data_dir],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -73,6 +76,22 @@ def start_relay(data_dir):
         raise RuntimeError(f"the relay did not start: {line!r}")
     addr, fingerprint = line[0].strip()[len(LISTENING):].split(FINGERPRINT)
     return process, addr, fingerprint
+
+
+def stop_relay(process, kill=False):
+    """Stops the relay (SIGTERM, or SIGKILL with `kill`), even a paused one."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+    try:
+        process.wait(TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.stdout.close()
 
 
 def key(n):
@@ -134,12 +153,7 @@ class FfiTest(unittest.IsolatedAsyncioTestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.relay.terminate()
-        try:
-            cls.relay.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            cls.relay.kill()
-            cls.relay.wait()
+        stop_relay(cls.relay)
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def store(self, name):
@@ -257,12 +271,161 @@ class FfiTest(unittest.IsolatedAsyncioTestCase):
         b1.stop_listening()
         self.assertTrue(listener.errors.empty())
 
+        # Attachments travel with the message, key and digest intact.
+        scan = WardAttachment(
+            reference="blob:wound-day-3",
+            content_type="image/jpeg",
+            size=48213,
+            sha256=bytes(range(32)),
+            key=bytes([0x5C]) * 32,
+        )
+        with_file = await bounded(
+            a1.send_message(["bob"], WardMessage(text="Wound, day 3", urgent=False, attachments=[scan]))
+        )
+        got = await next_message(b1)
+        self.assertEqual((got.message_id, got.text), (with_file, "Wound, day 3"))
+        self.assertEqual(got.attachments, [scan])
+        with self.assertRaises(WardError.InvalidArgument):
+            bad = WardAttachment(
+                reference="blob:x", content_type="image/jpeg", size=1, sha256=b"\x00" * 31, key=key(1)
+            )
+            await bounded(a1.send_message(["bob"], WardMessage(text="", urgent=False, attachments=[bad])))
+
         # Wipe erases the store; the device is closed.
         await bounded(b1.wipe())
         self.assertFalse(os.path.exists(self.store("b1")))
         with self.assertRaises(WardError.Closed):
             await bounded(b1.send_text(["alice"], "gone", False))
         for device in (a1, a2):
+            await bounded(device.shutdown())
+
+
+async def events_for(device, seconds):
+    """The events a device reports within `seconds`."""
+    events = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            return events
+        try:
+            events.append(await asyncio.wait_for(device.next_event(), left))
+        except asyncio.TimeoutError:
+            return events
+
+
+def messages(events):
+    return [e.message_id for e in events if isinstance(e, WardEvent.MESSAGE)]
+
+
+class RelayFaultTest(unittest.IsolatedAsyncioTestCase):
+    """A relay that stalls, is killed, and comes back on the same address."""
+
+    async def asyncSetUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ward-ffi-faults-")
+        self.data = os.path.join(self.tmp, "relay")
+        for user in ("carol", "dave"):
+            admin(self.data, "user", "add", user, "--role", "nurse")
+        self.relay, self.addr, self.fingerprint = start_relay(self.data)
+
+    async def asyncTearDown(self):
+        stop_relay(self.relay)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def store(self, name):
+        return os.path.join(self.tmp, f"{name}.ward")
+
+    def quick(self):
+        # Short bounds, so that a relay that is down is noticed within the test.
+        return WardOptions(
+            auto_lock_after_ms=0,
+            connect_timeout_ms=1000,
+            reconnect_min_ms=200,
+            reconnect_max_ms=1000,
+            request_timeout_ms=2000,
+        )
+
+    async def enroll(self, user, n):
+        token = issue_token(self.data, user)
+        return await bounded(
+            WardDevice.enroll(self.store(user), key(n), self.addr, self.fingerprint, token, self.quick())
+        )
+
+    async def test_a_message_seen_while_the_relay_stalled_is_not_reported_again(self):
+        """Issue 11: the relay stops (SIGSTOP) before Dave's acknowledgment
+        completes, his wait is cancelled, the next call shows the message,
+        the app shuts the device down and opens it again."""
+        carol = await self.enroll("carol", 1)
+        dave = await self.enroll("dave", 2)
+        sent = await bounded(carol.send_text(["dave"], "K+ 6.1, repeat the sample", True))
+        await asyncio.sleep(0.5)  # the push reaches Dave's device
+        self.relay.send_signal(signal.SIGSTOP)
+        try:
+            with self.assertRaises(asyncio.TimeoutError):
+                await asyncio.wait_for(dave.next_event(), 1.0)
+            got = await next_message(dave)
+            self.assertEqual(got.message_id, sent)
+            # Shut down while the relay still stalls: the acknowledgment
+            # cannot complete.
+            await bounded(dave.shutdown())
+        finally:
+            self.relay.send_signal(signal.SIGCONT)
+        dave = await bounded(WardDevice.open(self.store("dave"), key(2), self.quick()))
+        self.assertEqual(messages(await events_for(dave, 2.0)), [])
+        later = await bounded(carol.send_text(["dave"], "thanks", False))
+        self.assertEqual((await next_message(dave)).message_id, later)
+        for device in (carol, dave):
+            await bounded(device.shutdown())
+
+    async def test_devices_reconnect_to_a_relay_killed_and_restarted(self):
+        carol = await self.enroll("carol", 1)
+        dave = await self.enroll("dave", 2)
+        listener = QueueListener(asyncio.get_running_loop())
+        dave.start_listening(listener)
+        first = await bounded(carol.send_text(["dave"], "before", False))
+
+        async def dave_hears(message_id):
+            while True:
+                event = await bounded(listener.events.get())
+                if isinstance(event, WardEvent.MESSAGE):
+                    self.assertEqual(event.message_id, message_id)
+                    return
+
+        await dave_hears(first)
+
+        # Killed and restarted on the same address: Carol's next send
+        # reaches the new relay, which resets her old connection at once;
+        # she connects again and the send goes through.
+        port = self.addr.rsplit(":", 1)[1]
+        stop_relay(self.relay, kill=True)
+        self.relay, _, _ = start_relay(self.data, f"127.0.0.1:{port}")
+        second = await bounded(carol.send_text(["dave"], "after a restart", False))
+        await dave_hears(second)
+
+        # Killed and not restarted: the send is kept for later.
+        stop_relay(self.relay, kill=True)
+        with self.assertRaises(WardError.Pending) as pending:
+            await bounded(carol.send_text(["dave"], "while down", True))
+        kept = pending.exception.message_id
+        self.assertEqual(len(kept), 16)
+        self.relay, _, _ = start_relay(self.data, f"127.0.0.1:{port}")
+        # Carol's wait connects again and sends it.
+        events = []
+        while not any(isinstance(e, WardEvent.SENT) and e.message_id == kept for e in events):
+            events.append(await bounded(carol.next_event()))
+        connections = [e.connected for e in events if isinstance(e, WardEvent.CONNECTION)]
+        self.assertEqual(connections[-1], True, events)
+        self.assertIn(False, connections)
+        await dave_hears(kept)
+        self.assertTrue(await bounded(carol.is_connected()))
+        dave.stop_listening()
+        self.assertTrue(listener.errors.empty())
+        heard = []
+        while not listener.events.empty():
+            heard.append(listener.events.get_nowait())
+        self.assertEqual(messages(heard), [])
+        for device in (carol, dave):
             await bounded(device.shutdown())
 
 

@@ -333,7 +333,23 @@ impl Messenger {
             let Link::Up(up) = &self.link else {
                 return Err(ClientError::Offline);
             };
-            let result = up.connection.request(body.clone()).await;
+            let timeout = self.options.request_timeout;
+            let result =
+                match tokio::time::timeout(timeout, up.connection.request(body.clone())).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // A relay that does not answer a request (every one is
+                        // a quick exchange) is presumed gone: the connection
+                        // is given up rather than waited on until its idle
+                        // timeout.
+                        up.connection
+                            .quic()
+                            .close(0u32.into(), b"request timed out");
+                        Err(ClientError::Stream(
+                            "the relay did not answer in time".to_owned(),
+                        ))
+                    }
+                };
             if result.is_err() && up.connection.quic().close_reason().is_some() {
                 self.link_lost();
             }

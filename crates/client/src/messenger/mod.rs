@@ -82,6 +82,12 @@ pub struct MessengerOptions {
     pub reconnect_min: Duration,
     /// ... up to this. Default 30 seconds.
     pub reconnect_max: Duration,
+    /// The longest wait for the answer to one request; past it the relay
+    /// is presumed gone and the connection is made again. Default 20
+    /// seconds: a relay that was killed and not restarted answers nothing,
+    /// and QUIC alone notices only at its 30-second idle timeout; the
+    /// largest message (256 KiB) still goes out at 100 kbit/s.
+    pub request_timeout: Duration,
 }
 
 impl Default for MessengerOptions {
@@ -98,6 +104,7 @@ impl Default for MessengerOptions {
             connect_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(20),
         }
     }
 }
