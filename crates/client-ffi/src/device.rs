@@ -56,6 +56,11 @@ pub struct WardOptions {
     /// it the connection is made again. Default 20 seconds.
     #[uniffi(default = 20000)]
     pub request_timeout_ms: u64,
+    /// How long after the relay could not take a message (a rate limit, a
+    /// full queue) the device tries again while connected, in ms. Default
+    /// 15 seconds.
+    #[uniffi(default = 15000)]
+    pub outbox_retry_ms: u64,
 }
 
 /// The messenger's options from the foreign ones (`None`: the defaults).
@@ -71,6 +76,7 @@ fn messenger_options(options: Option<WardOptions>) -> MessengerOptions {
             reconnect_min_ms,
             reconnect_max_ms,
             request_timeout_ms,
+            outbox_retry_ms,
         }) = options
         else {
             return defaults;
@@ -85,6 +91,7 @@ fn messenger_options(options: Option<WardOptions>) -> MessengerOptions {
             reconnect_min: Duration::from_millis(reconnect_min_ms),
             reconnect_max: Duration::from_millis(reconnect_max_ms),
             request_timeout: Duration::from_millis(request_timeout_ms),
+            outbox_retry: Duration::from_millis(outbox_retry_ms),
             ..defaults
         }
     }

@@ -979,3 +979,58 @@ async fn an_offline_device_gets_the_wipe_before_its_queued_messages_on_its_next_
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn a_send_the_relay_could_not_take_goes_out_by_itself_while_connected() {
+    bounded(async {
+        let mut relay = TestRelay::start_with(Limits {
+            request_burst: 10,
+            requests_per_second: 2,
+            ..Limits::default()
+        });
+        relay.add_user("alice");
+        relay.add_user("bob");
+        let impatient = MessengerOptions {
+            max_rate_limit_wait: Duration::ZERO,
+            send_delivery_receipts: false,
+            // Time for the bucket to refill the two requests a send takes.
+            outbox_retry: Duration::from_millis(1500),
+            ..options()
+        };
+        let mut alice = relay.enroll("alice", "alice", impatient).await;
+        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let mut sent = Vec::new();
+        let pending = loop {
+            assert!(sent.len() < 20, "the relay never refused a send");
+            match alice.send(&["bob"], Message::text("n")).await {
+                Ok(id) => sent.push(id),
+                Err(ClientError::Pending { message_id, .. }) => break message_id,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // No reopen, no flush: Alice's wait for events sends it when the
+        // limit allows, and says so.
+        loop {
+            if let Event::Sent { message_id } = next_event(&mut alice).await {
+                assert_eq!(message_id, pending);
+                break;
+            }
+        }
+        assert!(
+            alice
+                .store()
+                .unwrap()
+                .pending_outgoing()
+                .unwrap()
+                .is_empty()
+        );
+        sent.push(pending);
+        for id in sent {
+            assert_eq!(next_message(&mut bob).await.message_id, id);
+        }
+        alice.close().await;
+        bob.close().await;
+        relay.stop().await;
+    })
+    .await;
+}

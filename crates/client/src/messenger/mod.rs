@@ -88,6 +88,10 @@ pub struct MessengerOptions {
     /// and QUIC alone notices only at its 30-second idle timeout; the
     /// largest message (256 KiB) still goes out at 100 kbit/s.
     pub request_timeout: Duration,
+    /// How long after the relay could not take a message (a rate limit, a
+    /// full queue, a recipient device without prekeys) the outbox is sent
+    /// again while connected. Default 15 seconds.
+    pub outbox_retry: Duration,
 }
 
 impl Default for MessengerOptions {
@@ -105,6 +109,7 @@ impl Default for MessengerOptions {
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(20),
+            outbox_retry: Duration::from_secs(15),
         }
     }
 }
@@ -159,6 +164,9 @@ pub struct Messenger {
     /// The event the last `next_event` returned, not yet confirmed.
     handed_out: Option<HandedOut>,
     owed: Owed,
+    /// When to send the outbox again, while connected (see
+    /// `Messenger::retry_outbox_later`).
+    outbox_retry_at: Option<Instant>,
     /// Delivery receipts queued in the outbox and not yet handed to the
     /// relay, with their recipient and encoding: sent before the next wait
     /// if a dropped call left them here.
@@ -330,6 +338,7 @@ impl Messenger {
             transient: VecDeque::new(),
             handed_out: None,
             owed: Owed::default(),
+            outbox_retry_at: None,
             receipts_due: VecDeque::new(),
             options,
             last_activity: Instant::now(),

@@ -114,6 +114,10 @@ impl Messenger {
                 }
                 return Err(e);
             }
+            if !self.transient.is_empty() {
+                // Settling reported something (a sent message).
+                continue;
+            }
             let Some(push) = self.wait_for_push().await else {
                 continue;
             };
@@ -286,6 +290,9 @@ impl Messenger {
             self.maintain_prekeys(signed_missing, low).await?;
             self.owed.prekeys = None;
         }
+        if self.outbox_retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.owed.outbox = true;
+        }
         if self.owed.outbox {
             self.owed.outbox = false;
             if let Err(e) = self.resend_outbox().await {
@@ -303,18 +310,26 @@ impl Messenger {
         Ok(())
     }
 
-    /// The next push, or `None` when the auto-lock deadline passed first.
+    /// The next push, or `None` when something else falls due first: the
+    /// auto-lock, a retry of the outbox, the periodic prekey check.
     async fn wait_for_push(&mut self) -> Option<super::link::Push> {
-        let lock_at = self.options.auto_lock_after.map(|l| self.last_activity + l);
+        let wake_at = [
+            self.options.auto_lock_after.map(|l| self.last_activity + l),
+            self.outbox_retry_at,
+            Some(self.last_maintenance + MAINTENANCE_INTERVAL),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let Link::Up(up) = &mut self.link else {
             return None;
         };
         if let Some(held) = up.held.pop_front() {
             return Some(held);
         }
-        let push = match lock_at {
-            Some(lock_at) => {
-                let deadline = tokio::time::Instant::from_std(lock_at);
+        let push = match wake_at {
+            Some(at) => {
+                let deadline = tokio::time::Instant::from_std(at);
                 tokio::select! {
                     push = up.pushes.recv() => push,
                     () = tokio::time::sleep_until(deadline) => return None,

@@ -2,6 +2,8 @@
 //! current device of its recipients and of this user, and is handed to
 //! the relay with its id, as often as it takes (RLY-25).
 
+use std::time::{Duration, Instant};
+
 use ward_core::{DeviceIdentity, PreKeyBundle, Session, SignedPreKeys};
 use ward_proto::relay_v1::{self as wire, request::Body as Req, response::Body as Resp};
 
@@ -116,6 +118,7 @@ impl Messenger {
     /// [`Messenger::flush_outbox`] on an established link.
     pub(super) async fn resend_outbox(&mut self) -> Result<()> {
         let mut first_error = None;
+        self.outbox_retry_at = None;
         let outbox = self.store.get()?.pending_outgoing()?;
         for pending in outbox {
             let id = pending.message_id;
@@ -134,6 +137,9 @@ impl Messenger {
                         });
                     }
                     tracing::warn!(error = %e, "resending a pending message failed");
+                    if !is_final(&e) {
+                        self.retry_outbox_later(&e);
+                    }
                     let stop = is_connection_failure(&e);
                     first_error.get_or_insert(e);
                     if stop {
@@ -143,6 +149,27 @@ impl Messenger {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Schedules a resend of the outbox after
+    /// [`MessengerOptions::outbox_retry`](super::MessengerOptions::outbox_retry),
+    /// for messages the relay could not take (a rate limit, a full queue):
+    /// `next_event` wakes for it. A lost connection needs no schedule: the
+    /// outbox is resent whenever the messenger connects.
+    /// A rate limit's `retry_after_ms` is waited out if longer.
+    fn retry_outbox_later(&mut self, error: &ClientError) {
+        let retry_after = match error {
+            ClientError::Refused { retry_after_ms, .. } => Duration::from_millis(*retry_after_ms),
+            ClientError::Pending { reason, .. } => match **reason {
+                ClientError::Refused { retry_after_ms, .. } => {
+                    Duration::from_millis(retry_after_ms)
+                }
+                _ => Duration::ZERO,
+            },
+            _ => Duration::ZERO,
+        };
+        let at = Instant::now() + self.options.outbox_retry.max(retry_after);
+        self.outbox_retry_at = Some(self.outbox_retry_at.map_or(at, |t| t.min(at)));
     }
 
     /// Queues `content` in the outbox and sends it; see [`Messenger::send`].
@@ -165,11 +192,19 @@ impl Messenger {
             .queue_outgoing(&message_id, &user_refs, plaintext)?;
         match self.deliver_queued(&message_id, &users, plaintext).await {
             Ok(()) => Ok(message_id),
-            Err(reason) if is_transient(&reason) => Err(ClientError::Pending {
-                message_id,
-                reason: Box::new(reason),
-            }),
-            Err(e) => Err(e),
+            Err(reason) if is_transient(&reason) => {
+                self.retry_outbox_later(&reason);
+                Err(ClientError::Pending {
+                    message_id,
+                    reason: Box::new(reason),
+                })
+            }
+            Err(e) => {
+                if !is_final(&e) {
+                    self.retry_outbox_later(&e);
+                }
+                Err(e)
+            }
         }
     }
 
