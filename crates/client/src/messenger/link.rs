@@ -350,6 +350,18 @@ impl Messenger {
                         ))
                     }
                 };
+            if let Err(e) = &result
+                && is_connection_failure(e)
+                && up.connection.quic().close_reason().is_none()
+            {
+                // A stream that broke on a live connection: the connection
+                // is given up too, so that a connection failure always
+                // means a link that is down (and retried with backoff),
+                // never a loop on the same broken state.
+                up.connection
+                    .quic()
+                    .close(0u32.into(), b"request stream failed");
+            }
             if result.is_err() && up.connection.quic().close_reason().is_some() {
                 self.link_lost();
             }
