@@ -27,11 +27,7 @@ const QUIET: Duration = Duration::from_millis(400);
 #[tokio::test]
 async fn a_message_shown_after_a_cut_acknowledgment_is_not_reported_again_after_reopening() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", no_receipts()).await;
-        let mut bob = relay.enroll("bob", "bob", no_receipts()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(no_receipts(), no_receipts()).await;
 
         let id = alice.send(&["bob"], Message::text("K+ 6.1")).await.unwrap();
         bob.stall_before_next_ack();
@@ -67,11 +63,7 @@ async fn a_message_shown_after_a_cut_acknowledgment_is_not_reported_again_after_
 async fn a_process_killed_at_each_point_of_receiving_loses_nothing_and_repeats_only_the_unconfirmed()
  {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", no_receipts()).await;
-        let mut bob = relay.enroll("bob", "bob", no_receipts()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(no_receipts(), no_receipts()).await;
         let id = alice.send(&["bob"], Message::text("one")).await.unwrap();
 
         // Killed between the commit and the Ack.
@@ -109,11 +101,7 @@ async fn a_process_killed_at_each_point_of_receiving_loses_nothing_and_repeats_o
 #[tokio::test]
 async fn waits_cancelled_at_arbitrary_points_report_every_message_once() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(options(), options()).await;
         let mut sent = Vec::new();
         for i in 0..12 {
             sent.push(
@@ -165,11 +153,7 @@ async fn waits_cancelled_at_arbitrary_points_report_every_message_once() {
 #[tokio::test]
 async fn an_event_given_back_is_reported_again_and_locking_confirms_it() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", no_receipts()).await;
-        let mut bob = relay.enroll("bob", "bob", no_receipts()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(no_receipts(), no_receipts()).await;
         let first = alice.send(&["bob"], Message::text("first")).await.unwrap();
         assert_eq!(next_message(&mut bob).await.message_id, first);
         bob.redeliver_last_event();
@@ -195,11 +179,7 @@ async fn an_event_given_back_is_reported_again_and_locking_confirms_it() {
 #[tokio::test]
 async fn a_new_device_event_survives_a_crash_and_is_reported_once() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", no_receipts()).await;
-        let mut bob = relay.enroll("bob", "bob", no_receipts()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(no_receipts(), no_receipts()).await;
         let hello = alice.send(&["bob"], Message::text("hello")).await.unwrap();
         assert_eq!(next_message(&mut bob).await.message_id, hello);
 

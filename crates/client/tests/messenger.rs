@@ -81,11 +81,7 @@ async fn a_message_reaches_every_device_and_the_senders_other_device_sees_it_as_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messengers_run_as_spawned_tasks_on_a_multi_threaded_runtime() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(options(), options()).await;
         let receiving = tokio::spawn(async move {
             let got = next_message(&mut bob).await;
             (bob, got)
@@ -113,11 +109,7 @@ async fn messengers_run_as_spawned_tasks_on_a_multi_threaded_runtime() {
 #[tokio::test]
 async fn an_offline_device_gets_its_messages_when_reopened() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, bob) = alice_and_bob(options(), options()).await;
         bob.close().await;
 
         let first = alice.send(&["bob"], Message::text("one")).await.unwrap();
@@ -192,11 +184,7 @@ async fn a_message_stored_before_a_crash_is_reported_once_after_reopening() {
 #[tokio::test]
 async fn a_wait_dropped_while_acknowledging_loses_nothing() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(options(), options()).await;
 
         let first = alice.send(&["bob"], Message::text("first")).await.unwrap();
         // The wait is dropped after the message was stored, before the Ack
@@ -285,11 +273,7 @@ async fn a_new_device_of_a_contact_is_reported_and_changes_the_safety_number() {
 #[tokio::test]
 async fn receipts_travel_end_to_end() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(options(), options()).await;
         let id = alice
             .send(&["bob"], Message::text("please confirm"))
             .await
@@ -317,11 +301,7 @@ async fn receipts_travel_end_to_end() {
 #[tokio::test]
 async fn a_locked_messenger_refuses_everything_until_unlocked_and_locks_itself_when_idle() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(options(), options()).await;
 
         alice.lock();
         assert!(alice.is_locked());
@@ -585,11 +565,7 @@ async fn a_message_the_relay_refuses_for_good_is_not_kept_for_resending() {
 #[tokio::test]
 async fn content_that_does_not_decode_is_reported_unreadable_acknowledged_and_kept_apart() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(options(), options()).await;
 
         let garbled = alice
             .send_raw_plaintext(&["bob"], b"\xff\x00 not ward.content.v1")
@@ -880,11 +856,7 @@ async fn assert_wiped_and_unusable(m: &mut Messenger, relay: &TestRelay, name: &
 #[tokio::test]
 async fn a_remote_wipe_reaches_an_online_device_at_once_erases_it_and_revokes_it() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let mut bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(options(), options()).await;
         let id = alice.send(&["bob"], Message::text("before")).await.unwrap();
         assert_eq!(next_message(&mut bob).await.message_id, id);
         let device = *bob.device_key();
@@ -926,11 +898,7 @@ async fn a_remote_wipe_reaches_an_online_device_at_once_erases_it_and_revokes_it
 #[tokio::test]
 async fn an_offline_device_gets_the_wipe_before_its_queued_messages_on_its_next_connection() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", options()).await;
-        let bob = relay.enroll("bob", "bob", options()).await;
+        let (mut relay, mut alice, bob) = alice_and_bob(options(), options()).await;
         let device = *bob.device_key();
         bob.close().await;
 

@@ -39,11 +39,7 @@ fn is_up(event: &Event) -> bool {
 #[tokio::test]
 async fn a_relay_that_restarts_and_stays_down_a_while_loses_and_repeats_nothing() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", impatient()).await;
-        let bob = relay.enroll("bob", "bob", impatient()).await;
+        let (mut relay, mut alice, bob) = alice_and_bob(impatient(), impatient()).await;
 
         // Bob listens the whole time, as an app does, and passes on the
         // ids of the messages he gets.
@@ -171,11 +167,7 @@ async fn a_relay_that_restarts_and_stays_down_a_while_loses_and_repeats_nothing(
 #[tokio::test]
 async fn a_device_opened_while_the_relay_is_down_works_offline_and_connects_later() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", impatient()).await;
-        let bob = relay.enroll("bob", "bob", impatient()).await;
+        let (mut relay, mut alice, bob) = alice_and_bob(impatient(), impatient()).await;
         bob.close().await;
         let early = alice.send(&["bob"], Message::text("early")).await.unwrap();
         relay.stop().await;
@@ -226,11 +218,7 @@ async fn a_device_opened_while_the_relay_is_down_works_offline_and_connects_late
 #[tokio::test]
 async fn a_connection_that_breaks_under_a_send_is_made_again_at_once() {
     bounded(async {
-        let mut relay = TestRelay::start();
-        relay.add_user("alice");
-        relay.add_user("bob");
-        let mut alice = relay.enroll("alice", "alice", impatient()).await;
-        let mut bob = relay.enroll("bob", "bob", impatient()).await;
+        let (mut relay, mut alice, mut bob) = alice_and_bob(impatient(), impatient()).await;
         alice.break_connection();
         let id = alice
             .send(&["bob"], Message::text("through"))

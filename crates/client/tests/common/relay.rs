@@ -264,3 +264,17 @@ pub fn message_ids(events: &[Event]) -> Vec<[u8; 16]> {
         })
         .collect()
 }
+
+/// A relay with the users `alice` and `bob`, and a device of each
+/// (stores `alice` and `bob`).
+pub async fn alice_and_bob(
+    alice: MessengerOptions,
+    bob: MessengerOptions,
+) -> (TestRelay, Messenger, Messenger) {
+    let relay = TestRelay::start();
+    relay.add_user("alice");
+    relay.add_user("bob");
+    let alice = relay.enroll("alice", "alice", alice).await;
+    let bob = relay.enroll("bob", "bob", bob).await;
+    (relay, alice, bob)
+}
