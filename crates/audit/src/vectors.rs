@@ -34,17 +34,59 @@ fn text<T>(make: fn(&str) -> Result<T, DecodeError>, s: &'static str) -> Option<
     Some(make(s).expect("vector literals are in their alphabets"))
 }
 
+/// The Ed25519 identity seed of Alice's phone in the vector log: 32 bytes
+/// `0xa1`. Its device id is the hex of the public key ([`vector_device_id`]).
+pub const ALICE_PHONE_SEED: [u8; 32] = [0xa1; 32];
+
+/// The Ed25519 identity seed of Bob's tablet in the vector log: 32 bytes
+/// `0xb2`.
+pub const BOB_TABLET_SEED: [u8; 32] = [0xb2; 32];
+
+/// The id of the one-time prekey Alice's phone is handed from Bob's tablet
+/// (entry 3, detail `one_time=42`).
+pub const VECTOR_ONE_TIME_PREKEY_ID: u32 = 42;
+
+/// The message id of the vector log's one message.
+pub const VECTOR_MESSAGE_ID: MessageId = MessageId([
+    0x9b, 0x1f, 0x3c, 0x55, 0x02, 0x6e, 0x4a, 0x81, 0xb7, 0x10, 0xd2, 0x4e, 0x6f, 0x00, 0x3a, 0xc9,
+]);
+
+/// The length of that message's ciphertext, the `size` of its entries.
+pub const VECTOR_CIPHERTEXT_LEN: u64 = 1234;
+
+/// How the relay names a device in an entry (spec/08, "Names"): its
+/// Ed25519 public key as 64 lowercase hex digits, here of the key with
+/// this seed.
+pub fn vector_device_id(seed: &[u8; 32]) -> DeviceId {
+    let key = SigningKey::from_bytes(seed).verifying_key();
+    DeviceId::new(&hex::encode(key.as_bytes())).expect("64 hex digits are a device id")
+}
+
 /// The eight entries of the vector log, in order.
+///
+/// Each is an entry the relay writes (spec/08, "Audit"), field for field
+/// but for `sequence` and `timestamp_ms`; `crates/relay/tests/audit_vectors.rs`
+/// has the relay write them. The log is a sample, not a whole history:
+/// Bob's user and device were created before it.
+///
+/// 0. The administrator `admin@clinic.example` issues an enrollment token
+///    for `alice@clinic.example` (role `nurse`).
+/// 1. Alice's phone enrolls with it.
+/// 2. It authenticates, on a later connection.
+/// 3. It claims the bundle of Bob's tablet, with one-time prekey 42.
+/// 4. It sends Bob's tablet a message of 1234 bytes of ciphertext.
+/// 5. An attempt to authenticate as Bob's tablet fails its signature.
+/// 6. The relay pushes the message to Bob's tablet.
+/// 7. Bob's tablet acknowledges it.
 pub fn vector_entries() -> Vec<AuditEntry> {
     let alice = || text(UserId::new, "alice@clinic.example");
     let bob = || text(UserId::new, "bob@clinic.example");
-    let phone = || text(DeviceId::new, "phone-1");
-    let tablet = || text(DeviceId::new, "tablet-2");
-    let msg = Some(MessageId([
-        0x9b, 0x1f, 0x3c, 0x55, 0x02, 0x6e, 0x4a, 0x81, 0xb7, 0x10, 0xd2, 0x4e, 0x6f, 0x00, 0x3a,
-        0xc9,
-    ]));
+    let phone = || Some(vector_device_id(&ALICE_PHONE_SEED));
+    let tablet = || Some(vector_device_id(&BOB_TABLET_SEED));
+    let msg = Some(VECTOR_MESSAGE_ID);
+    let size = Some(VECTOR_CIPHERTEXT_LEN);
     let base = |sequence: u64, dt: u64, kind| AuditEntry::new(sequence, T0 + dt, kind);
+    let one_time = format!("one_time={VECTOR_ONE_TIME_PREKEY_ID}");
     vec![
         AuditEntry {
             actor_user: text(UserId::new, "admin@clinic.example"),
@@ -67,6 +109,7 @@ pub fn vector_entries() -> Vec<AuditEntry> {
             actor_device: phone(),
             target_user: bob(),
             target_device: tablet(),
+            detail: Some(Detail::new(&one_time).expect("one_time=<id> is a detail")),
             ..base(3, 61_000, EventKind::PreKeyFetch)
         },
         AuditEntry {
@@ -75,25 +118,34 @@ pub fn vector_entries() -> Vec<AuditEntry> {
             target_user: bob(),
             target_device: tablet(),
             message_id: msg,
-            size: Some(1234),
+            size,
             ..base(4, 61_500, EventKind::Send)
         },
         AuditEntry {
-            actor_device: text(DeviceId::new, "unknown-7"),
-            outcome: text(ErrorCode::new, "bad_signature").map_or(Outcome::Ok, Outcome::Error),
+            actor_user: bob(),
+            actor_device: tablet(),
+            outcome: Outcome::Error(
+                ErrorCode::new("auth_failed").expect("auth_failed is an error code"),
+            ),
+            detail: text(Detail::new, "bad_signature"),
             ..base(5, 62_000, EventKind::AuthFailure)
         },
         AuditEntry {
+            actor_user: alice(),
+            actor_device: phone(),
             target_user: bob(),
             target_device: tablet(),
             message_id: msg,
-            size: Some(1234),
+            size,
             ..base(6, 90_000, EventKind::Delivery)
         },
         AuditEntry {
             actor_user: bob(),
             actor_device: tablet(),
+            target_user: alice(),
+            target_device: phone(),
             message_id: msg,
+            size,
             ..base(7, 95_000, EventKind::Acknowledgment)
         },
     ]
@@ -287,7 +339,7 @@ pub fn vectors() -> Value {
         .collect();
 
     json!({
-        "description": "Ward audit log (spec/09-audit-log.md): entry encoding, RFC 9162 tree hashes and proofs, signed tree heads, export. All byte strings are lowercase hex.",
+        "description": "Ward audit log (spec/09-audit-log.md): entry encoding, RFC 9162 tree hashes and proofs, signed tree heads, export. All byte strings are lowercase hex. The entries are ones the relay writes (spec/08, Audit); devices are named by their Ed25519 public keys in hex, from the seeds a1a1..a1 (alice@clinic.example's phone) and b2b2..b2 (bob@clinic.example's tablet).",
         "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
         "roots": roots,
         "inclusion_proofs": inclusion,

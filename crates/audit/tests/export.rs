@@ -432,6 +432,117 @@ fn framing_errors_are_specific() {
     );
 }
 
+/// A file shorter than the 11-byte magic is `Truncated`, whatever its
+/// bytes: the magic is compared only once all of it is there (spec/09,
+/// AUD-20).
+#[test]
+fn a_file_shorter_than_the_magic_is_truncated() {
+    let magic = ward_audit::export::EXPORT_MAGIC;
+    for len in 0..magic.len() {
+        for bytes in [magic[..len].to_vec(), vec![b'X'; len]] {
+            assert_eq!(
+                verify_export(&bytes, Some(relay_key())).map(|_| ()),
+                Err(AuditError::Decode(DecodeError::Truncated)),
+                "{bytes:02x?}"
+            );
+        }
+    }
+    // The whole magic and nothing else: the version byte is missing.
+    assert_eq!(
+        verify_export(magic, None).map(|_| ()),
+        Err(AuditError::Decode(DecodeError::Truncated))
+    );
+    // Eleven bytes that are not the magic.
+    assert_eq!(
+        verify_export(b"Ward audit!", None).map(|_| ()),
+        Err(AuditError::Decode(DecodeError::BadMagic))
+    );
+}
+
+/// In an export, the bytes after `head_count` are checked for length
+/// (`113 * head_count`) first, then each head's version byte in order,
+/// `UnsupportedVersion` naming the byte; all of it before the relay key
+/// and the entries are looked at (spec/09, AUD-21).
+#[test]
+fn a_bad_head_version_byte_is_refused_after_the_heads_length() {
+    let bytes = honest().encode();
+    let heads = honest().heads.len();
+    assert_eq!(heads, 3);
+    let head_at = |j: usize| bytes.len() - (heads - j) * SignedTreeHead::ENCODED_LEN;
+    let outcome = |b: &[u8]| verify_export(b, Some(relay_key())).map(|_| ());
+    let unsupported = |v| Err(AuditError::Decode(DecodeError::UnsupportedVersion(v)));
+
+    // Each head's version byte.
+    for j in 0..heads {
+        let mut b = bytes.clone();
+        assert_eq!(b[head_at(j)], 0x01);
+        b[head_at(j)] = 0x02;
+        assert_eq!(outcome(&b), unsupported(0x02), "head {j}");
+    }
+    // Two bad heads: the first is reported.
+    let mut b = bytes.clone();
+    b[head_at(1)] = 0x03;
+    b[head_at(2)] = 0x02;
+    assert_eq!(outcome(&b), unsupported(0x03));
+    // A bad version with a byte missing or added: the length decides.
+    let mut b = bytes.clone();
+    b[head_at(0)] = 0x02;
+    let mut short = b.clone();
+    short.pop();
+    assert_eq!(
+        outcome(&short),
+        Err(AuditError::Decode(DecodeError::Truncated))
+    );
+    let mut long = b.clone();
+    long.push(0);
+    assert_eq!(
+        outcome(&long),
+        Err(AuditError::Decode(DecodeError::TrailingBytes))
+    );
+    // Framing (step 1) before the relay key (step 2) and the entries
+    // (step 3).
+    assert_eq!(
+        verify_export(&b, Some([7; 32])).map(|_| ()),
+        unsupported(0x02)
+    );
+    let mut broken_entry = b.clone();
+    broken_entry[11 + 1 + 32 + 8 + 2] = 0x02;
+    assert_eq!(outcome(&broken_entry), unsupported(0x02));
+}
+
+/// A signed head on its own (`SignedTreeHead::decode`, as
+/// `check-consistency` reads one) is read front to back: its version byte
+/// before its length (spec/09, AUD-21).
+#[test]
+fn a_standalone_signed_head_checks_its_version_before_its_length() {
+    let encoded = honest().heads[0].encode();
+    assert_eq!(SignedTreeHead::decode(&[]), Err(DecodeError::Truncated));
+    let mut bad = encoded.to_vec();
+    bad[0] = 0x02;
+    for len in [1, 2, 112, 113] {
+        assert_eq!(
+            SignedTreeHead::decode(&bad[..len]),
+            Err(DecodeError::UnsupportedVersion(0x02)),
+            "{len} bytes"
+        );
+    }
+    bad.push(0);
+    assert_eq!(
+        SignedTreeHead::decode(&bad),
+        Err(DecodeError::UnsupportedVersion(0x02))
+    );
+    assert_eq!(
+        SignedTreeHead::decode(&encoded[..112]),
+        Err(DecodeError::Truncated)
+    );
+    let mut long = encoded.to_vec();
+    long.push(0);
+    assert_eq!(
+        SignedTreeHead::decode(&long),
+        Err(DecodeError::TrailingBytes)
+    );
+}
+
 #[test]
 fn an_empty_log_with_its_head_verifies() {
     let mut log = MerkleLog::in_memory();

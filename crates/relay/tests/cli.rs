@@ -138,6 +138,62 @@ fn administer_then_export_and_verify_the_audit_log() {
     assert!(line.contains("verification FAILED"), "{line}");
 }
 
+/// `audit verify`'s output, exactly (spec/09, "`verify`", AUD-22): three
+/// lines on success; one line on standard error and status 1 for a file
+/// shorter than the magic and for a head with a bad version byte.
+#[test]
+fn audit_verify_prints_its_summary_or_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(
+        &data,
+        &["admin", "user", "add", "dr.okafor", "--role", "nurse"],
+    );
+    let export = dir.path().join("audit.export");
+    let export_arg = export.to_str().unwrap();
+    ok(&data, &["audit", "export", "--out", export_arg]);
+    ok(
+        &data,
+        &["admin", "user", "add", "dr.adeyemi", "--role", "nurse"],
+    );
+    ok(&data, &["audit", "export", "--out", export_arg]);
+
+    let bytes = std::fs::read(&export).unwrap();
+    let log = ward_audit::verify_export(&bytes, None).unwrap();
+    assert_eq!((log.size(), log.heads().len()), (2, 2));
+    let expected = format!(
+        "verified {export_arg}: 2 entries, 2 signed tree heads\n\
+         relay key  {}\n\
+         last root  {} (tree size 2, signed {})\n",
+        hex::encode(log.relay_key()),
+        hex::encode(log.root()),
+        ward_relay::admin::Utc(log.latest_head().timestamp_ms),
+    );
+    assert_eq!(ok(&data, &["audit", "verify", export_arg]), expected);
+
+    let refused = |bytes: &[u8]| {
+        std::fs::write(&export, bytes).unwrap();
+        let out = ward_relay(&data, &["audit", "verify", export_arg]);
+        assert!(out.stdout.is_empty(), "{out:?}");
+        fails(&data, &["audit", "verify", export_arg])
+    };
+    assert_eq!(
+        refused(b"Ward"),
+        format!(
+            "ward-relay: error: {export_arg}: verification FAILED: decoding failed: input is truncated\n"
+        )
+    );
+    let mut bad_head = bytes.clone();
+    let last_head = bad_head.len() - ward_audit::SignedTreeHead::ENCODED_LEN;
+    bad_head[last_head] = 0x02;
+    assert_eq!(
+        refused(&bad_head),
+        format!(
+            "ward-relay: error: {export_arg}: verification FAILED: decoding failed: unsupported version byte 0x02\n"
+        )
+    );
+}
+
 #[test]
 fn failures_are_one_line_and_nonzero() {
     let dir = tempfile::tempdir().unwrap();

@@ -508,6 +508,45 @@ async fn malformed_oversized_and_unknown_frames_get_typed_errors() {
     assert!(relay.metrics.render().contains("frames_refused"));
 }
 
+/// Every refused frame of spec/vectors/relay.json, sent as it is on a
+/// request stream of an anonymous connection, gets the `relay_code` the
+/// file names (spec/08, "Frame errors", RLY-41), and the connection carries
+/// on.
+#[tokio::test]
+async fn the_refused_frames_of_relay_json_get_their_relay_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/vectors/relay.json");
+    let vectors: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases = vectors["refused_frames"]["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path()).await;
+    let c = relay.connect().await;
+    for case in cases {
+        let frame = hex::decode(case["frame"].as_str().unwrap()).unwrap();
+        let answer = c.request_raw(&frame).await.unwrap();
+        let response: wire::Response =
+            ward_proto::frame::decode(&answer, ward_proto::frame::MAX_FRAME_LEN).unwrap();
+        let Some(Resp::Error(e)) = response.body else {
+            panic!("not an error: {response:?} ({})", case["description"])
+        };
+        let code = e.code().as_str_name();
+        assert_eq!(
+            code.strip_prefix("ERROR_CODE_"),
+            case["relay_code"].as_str(),
+            "{}",
+            case["description"]
+        );
+    }
+    // A frame error is the stream's alone.
+    assert!(matches!(
+        c.request(Req::Challenge(wire::ChallengeRequest {}))
+            .await
+            .unwrap(),
+        Resp::Challenge(_)
+    ));
+}
+
 #[tokio::test]
 async fn a_wrong_alpn_client_cannot_connect() {
     let dir = tempfile::tempdir().unwrap();

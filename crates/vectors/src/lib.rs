@@ -686,7 +686,12 @@ pub fn relay() -> Value {
     let challenge = frame::encode(&req(request::Body::Challenge(wire::ChallengeRequest {})));
     let mut trailing = challenge.clone();
     trailing.push(0x00);
-    let cases: [(&str, Vec<u8>, wire::ErrorCode); 6] = [
+    let cases: [(&str, Vec<u8>, wire::ErrorCode); 7] = [
+        (
+            "two bytes: the request stream ends inside the length prefix",
+            vec![0x00, 0x00],
+            wire::ErrorCode::MalformedFrame,
+        ),
         (
             "length MAX_FRAME_LEN + 1, no body: refused from the header alone",
             (MAX_FRAME_LEN + 1).to_be_bytes().to_vec(),
@@ -742,7 +747,7 @@ pub fn relay() -> Value {
         "description": "Relay frames u32be(len) || body with their protobuf bodies (package ward.relay.v1), frames a reader refuses, and the authentication and enrollment transcripts with their Ed25519 signatures (spec/08-relay-protocol.md). Inputs are random values from a seeded RNG; exporter and nonce stand for a connection's TLS exporter and the relay's challenge.",
         "frames": frames,
         "refused_frames": {
-            "description": "Each frame read as a Request with the limit max_len (MAX_FRAME_LEN). frame_error: the ward_proto::frame error (null: the frame decodes, to a Request without a body); relay_code: the relay's answer (spec/08, Frames, steps 2 to 6).",
+            "description": "Each frame is the whole of a request stream, read as one Request frame with the limit max_len (MAX_FRAME_LEN). frame_error: the frame error of spec/08, Frame errors (RLY-41), that frame::decode reports: TooLarge, Truncated or Malformed; null: the frame decodes, to a Request without a body. relay_code: the Error.code the relay answers on that stream (spec/08, Frames, steps 1 to 6), without the ERROR_CODE_ prefix.",
             "cases": refused,
         },
         "authentication": {
