@@ -9,6 +9,7 @@
 // vector: panicking is the right failure here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod eviction;
 pub mod rng;
 pub mod sessions;
 
@@ -44,6 +45,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("audit.json", ward_audit::vectors()),
         ("relay.json", relay()),
         ("sessions.json", sessions::sessions()),
+        ("eviction.json", eviction::eviction()),
     ]
 }
 

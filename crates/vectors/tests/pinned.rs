@@ -470,3 +470,202 @@ fn session_states_decode_field_by_field_and_reencode_to_the_same_bytes() {
     // Together the states set every one of the 14 fields.
     assert_eq!(seen.len(), 14, "fields set: {seen:?}");
 }
+
+// ---- eviction.json: the bounds of spec/05.
+
+type Skipped = Vec<(String, u64)>;
+
+/// `STORE_SKIPPED` of spec/05, on (ratchet key, index) pairs.
+fn store_skipped(list: &mut Skipped, keys: Skipped) {
+    let mut chains: Vec<String> = Vec::new();
+    for (key, _) in &keys {
+        if !chains.contains(key) {
+            chains.push(key.clone());
+        }
+    }
+    list.extend(keys);
+    for chain in chains {
+        let n = list.iter().filter(|(k, _)| *k == chain).count();
+        let mut excess = n.saturating_sub(1000);
+        list.retain(|(k, _)| {
+            let evict = excess > 0 && *k == chain;
+            excess -= usize::from(evict);
+            !evict
+        });
+    }
+    while list.len() > 2000 {
+        list.remove(0);
+    }
+}
+
+fn skipped_of(fields: &Value) -> Skipped {
+    let list = fields["skipped_keys"].as_array().unwrap();
+    let pair = |k: &Value| {
+        (
+            k["ratchet_key"].as_str().unwrap().to_owned(),
+            k["index"].as_u64().unwrap(),
+        )
+    };
+    list.iter().map(pair).collect()
+}
+
+/// What `PLAN` and `COMMIT` of spec/05 make of `inner` under the decoded
+/// state `before`: the error the header alone decides, or the skipped list
+/// and previous remote keys after a successful decryption.
+fn plan(before: &Value, inner: &[u8]) -> Result<(Skipped, Value), &'static str> {
+    let h = hazmat::parse_ratchet_message(inner).unwrap();
+    let (key, counter) = (hex::encode(h.ratchet_key), u64::from(h.counter));
+    let mut skipped = skipped_of(before);
+    let mut previous = before["previous_remote_ratchet_keys"].clone();
+    let receiving = &before["receiving_chain"];
+    let index = receiving["index"].as_u64().unwrap_or(0);
+    let on_receiving = !receiving.is_null() && receiving["ratchet_key"] == key;
+    let chain = |k: &str, range: std::ops::Range<u64>| range.map(|i| (k.to_owned(), i)).collect();
+    if on_receiving && counter >= index {
+        store_skipped(&mut skipped, chain(&key, index..counter));
+    } else if let Some(at) = skipped.iter().position(|k| *k == (key.clone(), counter)) {
+        skipped.remove(at);
+    } else if on_receiving
+        || previous.as_array().unwrap().contains(&json!(key))
+        || before["sending_chain"]["ratchet_key"] == key
+    {
+        return Err("DuplicateOrExpired");
+    } else {
+        if counter > 1000 {
+            return Err("TooFarAhead");
+        }
+        let mut keys: Skipped = Vec::new();
+        if !receiving.is_null() {
+            let old = receiving["ratchet_key"].as_str().unwrap();
+            keys = chain(old, index..u64::from(h.previous_counter).max(index));
+            let list = previous.as_array_mut().unwrap();
+            list.push(json!(old));
+            if list.len() > 8 {
+                list.remove(0);
+            }
+        }
+        keys.extend(chain(&key, 0..counter));
+        store_skipped(&mut skipped, keys);
+    }
+    Ok((skipped, previous))
+}
+
+#[test]
+fn skipped_keys_and_retired_ratchet_keys_are_evicted() {
+    use ward_core::limits::*;
+    use ward_core::{IdentityKeyPair, OneTimePreKeyPair, PreKeyBundle, SignedPreKeyPair};
+    use ward_vectors::rng::ReplayRng;
+    assert_eq!((MAX_SKIP, MAX_SKIPPED_PER_CHAIN), (1000, 1000));
+    assert_eq!(
+        (MAX_SKIPPED_PER_SESSION, MAX_PREVIOUS_REMOTE_RATCHETS),
+        (2000, 8)
+    );
+
+    let v = load("eviction.json");
+    let secret = |name: &str| bytes(&v[name]);
+    let alice = IdentityKeyPair::from_secret_bytes(&secret("alice_identity_secret")).unwrap();
+    let bob = IdentityKeyPair::from_secret_bytes(&secret("bob_identity_secret")).unwrap();
+    let signed =
+        SignedPreKeyPair::from_secret_bytes(&bob, &secret("bob_signed_prekey_secret")).unwrap();
+    let one_time =
+        OneTimePreKeyPair::from_secret_bytes(&secret("bob_one_time_prekey_secret")).unwrap();
+    let bundle = PreKeyBundle::decode(&secret("bundle")).unwrap();
+    let (mut to_bob, mut to_alice): (Option<Session>, Option<Session>) = (None, None);
+    let mut wires: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut errors = Vec::new();
+    for event in v["events"].as_array().unwrap() {
+        let mut rng = ReplayRng::default();
+        if let Some(draws) = event["random"].as_array() {
+            rng.push_hex(draws.iter().map(|d| d.as_str().unwrap()));
+        }
+        let by_alice = event["by"] == "alice";
+        let session = if by_alice { &mut to_bob } else { &mut to_alice };
+        match event["event"].as_str().unwrap() {
+            "initiate" => *session = Some(Session::initiate(&mut rng, &alice, &bundle).unwrap()),
+            "send" => {
+                let plaintext = bytes(&event["plaintext"]);
+                assert_eq!(plaintext, event["message"].as_str().unwrap().as_bytes());
+                let wire = session
+                    .as_mut()
+                    .unwrap()
+                    .encrypt(&mut rng, &plaintext)
+                    .unwrap();
+                assert_eq!(wire, bytes(&event["wire"]), "{event}");
+                wires.insert(event["message"].as_str().unwrap().into(), wire);
+            }
+            "send_range" => {
+                let mut hash = Sha256::new();
+                for i in event["first"].as_u64().unwrap()..=event["last"].as_u64().unwrap() {
+                    let label = format!("{}{i}", event["prefix"].as_str().unwrap());
+                    let wire = session
+                        .as_mut()
+                        .unwrap()
+                        .encrypt(&mut rng, label.as_bytes());
+                    hash.update(wire.as_ref().unwrap());
+                    wires.insert(label, wire.unwrap());
+                }
+                assert_eq!(
+                    hash.finalize().to_vec(),
+                    bytes(&event["wires_sha256"]),
+                    "{event}"
+                );
+            }
+            "receive" => {
+                let wire = wires[event["message"].as_str().unwrap()].clone();
+                let expect = &event["expect"];
+                let Some(s) = session.as_mut() else {
+                    let m = PreKeyMessage::decode(&wire).unwrap();
+                    let (s, p) = Session::accept(&bob, &signed, Some(&one_time), &m).unwrap();
+                    assert_eq!(expect["plaintext"], hex::encode(p));
+                    *session = Some(s);
+                    continue;
+                };
+                let before = s.to_bytes();
+                let planned = plan(&state_fields(&before), &wire);
+                let result = s.decrypt(&wire);
+                let after = state_fields(&s.to_bytes());
+                match &result {
+                    Ok(p) => assert_eq!(expect["plaintext"], hex::encode(p), "{event}"),
+                    Err(e) => {
+                        assert_eq!(expect["error"], format!("{e:?}"), "{event}");
+                        assert_eq!(s.to_bytes(), before, "{event}: a refusal changed the state");
+                        errors.push(format!("{e:?}"));
+                    }
+                }
+                assert_eq!(expect["skipped_keys"], s.skipped_key_count(), "{event}");
+                assert_eq!(expect["skipped_keys"], skipped_of(&after).len(), "{event}");
+                let previous = &after["previous_remote_ratchet_keys"];
+                assert_eq!(expect["previous_remote_ratchet_keys"], *previous, "{event}");
+                // The spec's PLAN and COMMIT, from the state before, agree.
+                match (planned, result) {
+                    (Err(error), result) => assert_eq!(
+                        result.err().map(|e| format!("{e:?}")).as_deref(),
+                        Some(error),
+                        "{event}"
+                    ),
+                    (Ok((skipped, prev)), Ok(_)) => {
+                        let same = skipped_of(&after) == skipped;
+                        assert!(same, "{event}: the skipped keys are not STORE_SKIPPED's");
+                        assert_eq!(*previous, prev, "{event}");
+                    }
+                    (Ok(_), Err(e)) => assert_eq!(e, ward_core::Error::DecryptionFailed, "{event}"),
+                }
+            }
+            other => panic!("unknown event {other}"),
+        }
+        assert_eq!(rng.mismatch, None, "{event}");
+        assert_eq!(rng.remaining(), 0, "{event}");
+    }
+    // Two evicted keys and one replay of a remembered chain, a replay under a
+    // retired key (case 4), and one above MAX_SKIP.
+    assert_eq!(
+        errors,
+        [
+            "DuplicateOrExpired",
+            "DuplicateOrExpired",
+            "DuplicateOrExpired",
+            "DecryptionFailed",
+            "TooFarAhead"
+        ]
+    );
+}
