@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod eviction;
+pub mod keys;
 pub mod rng;
 pub mod sessions;
 
@@ -46,6 +47,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("relay.json", relay()),
         ("sessions.json", sessions::sessions()),
         ("eviction.json", eviction::eviction()),
+        ("keys.json", keys::keys()),
     ]
 }
 

@@ -22,211 +22,9 @@ fn bytes(v: &Value) -> Vec<u8> {
     hex::decode(v.as_str().unwrap()).unwrap()
 }
 
-// ---- A protobuf reader and writer for the two messages the vectors need,
-// from the field tables of spec/03 and spec/06 (varint and length-delimited
-// fields only; proto3: defaults omitted, `optional` and messages by presence).
-
-fn take_varint(input: &mut &[u8]) -> u64 {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (byte, rest) = input.split_first().expect("varint truncated");
-        *input = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return value;
-        }
-    }
-    panic!("varint too long")
-}
-
-/// The fields of one message: (number, varint value or bytes), in order.
-enum Field {
-    Varint(u64),
-    Bytes(Vec<u8>),
-}
-
-fn fields_of(mut input: &[u8]) -> Vec<(u64, Field)> {
-    let mut out = Vec::new();
-    while !input.is_empty() {
-        let key = take_varint(&mut input);
-        let field = match key & 7 {
-            0 => Field::Varint(take_varint(&mut input)),
-            2 => {
-                let len = take_varint(&mut input) as usize;
-                let (value, rest) = input.split_at(len);
-                input = rest;
-                Field::Bytes(value.to_vec())
-            }
-            other => panic!("wire type {other} in a Ward message"),
-        };
-        out.push((key >> 3, field));
-    }
-    out
-}
-
-/// Decodes a message against `schema`: (number, name, kind) with kind one of
-/// "bytes", "uint", "bool", "optional uint", or a nested schema's name
-/// (optionally "repeated ..."). Absent fields get their proto3 defaults.
-fn decode(input: &[u8], schema: &Schema) -> Value {
-    let mut out = serde_json::Map::new();
-    for (_, name, kind) in schema.0 {
-        let default = match *kind {
-            "bytes" => json!(""),
-            "uint" => json!(0),
-            "bool" => json!(false),
-            k if k.starts_with("repeated") => json!([]),
-            _ => Value::Null,
-        };
-        out.insert((*name).into(), default);
-    }
-    for (number, field) in fields_of(input) {
-        let (_, name, kind) = schema
-            .0
-            .iter()
-            .find(|(n, _, _)| *n == number)
-            .unwrap_or_else(|| panic!("unknown field {number}"));
-        let value = match (*kind, field) {
-            ("bytes", Field::Bytes(b)) => json!(hex::encode(b)),
-            ("uint" | "optional uint", Field::Varint(v)) => json!(v),
-            ("bool", Field::Varint(v)) => json!(v != 0),
-            (nested, Field::Bytes(b)) => {
-                let inner = nested.trim_start_matches("repeated ");
-                let value = match inner {
-                    "bytes" => json!(hex::encode(&b)),
-                    _ => decode(&b, schema_named(inner)),
-                };
-                if nested.starts_with("repeated") {
-                    out[*name].as_array_mut().unwrap().push(value);
-                    continue;
-                }
-                value
-            }
-            _ => panic!("field {name}: wrong wire type"),
-        };
-        out.insert((*name).into(), value);
-    }
-    Value::Object(out)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, number: u64, value: &[u8]) {
-    put_varint(out, number << 3 | 2);
-    put_varint(out, value.len() as u64);
-    out.extend_from_slice(value);
-}
-
-/// The canonical encoding (fields in number order, defaults omitted) of the
-/// decoded form [`decode`] gives.
-fn encode(value: &Value, schema: &Schema) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (number, name, kind) in schema.0 {
-        let v = &value[*name];
-        match *kind {
-            "bytes" if v != "" => put_bytes(&mut out, *number, &bytes(v)),
-            "uint" | "bool" if v != 0 && v != false => {
-                put_varint(&mut out, number << 3);
-                put_varint(&mut out, v.as_u64().unwrap_or(1));
-            }
-            "optional uint" if !v.is_null() => {
-                put_varint(&mut out, number << 3);
-                put_varint(&mut out, v.as_u64().unwrap());
-            }
-            "bytes" | "uint" | "bool" | "optional uint" => {}
-            "repeated bytes" => v
-                .as_array()
-                .unwrap()
-                .iter()
-                .for_each(|b| put_bytes(&mut out, *number, &bytes(b))),
-            nested if nested.starts_with("repeated ") => {
-                let inner = schema_named(&nested["repeated ".len()..]);
-                for item in v.as_array().unwrap() {
-                    put_bytes(&mut out, *number, &encode(item, inner));
-                }
-            }
-            nested if !v.is_null() => {
-                put_bytes(&mut out, *number, &encode(v, schema_named(nested)))
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-struct Schema(&'static [(u64, &'static str, &'static str)]);
-
-const DEVICE_IDENTITY: Schema = Schema(&[
-    (1, "signing_key", "bytes"),
-    (2, "dh_key", "bytes"),
-    (3, "dh_key_signature", "bytes"),
-]);
-const CHAIN_STATE: Schema = Schema(&[
-    (1, "ratchet_key", "bytes"),
-    (2, "chain_key", "bytes"),
-    (3, "index", "uint"),
-]);
-const SKIPPED_KEY: Schema = Schema(&[
-    (1, "ratchet_key", "bytes"),
-    (2, "index", "uint"),
-    (3, "message_key", "bytes"),
-]);
-const PENDING_PREKEY: Schema = Schema(&[
-    (1, "signed_prekey_id", "uint"),
-    (2, "one_time_prekey_id", "optional uint"),
-    (3, "kem_ciphertext", "bytes"),
-]);
-const SESSION_STATE: Schema = Schema(&[
-    (1, "local_identity", "DeviceIdentity"),
-    (2, "remote_identity", "DeviceIdentity"),
-    (3, "base_key", "bytes"),
-    (4, "initiator", "bool"),
-    (5, "root_key", "bytes"),
-    (6, "local_ratchet_secret", "bytes"),
-    (7, "sending_chain", "ChainState"),
-    (8, "previous_sending_count", "uint"),
-    (9, "remote_ratchet_key", "bytes"),
-    (10, "receiving_chain", "ChainState"),
-    (11, "skipped_keys", "repeated SkippedKey"),
-    (12, "pending_prekey", "PendingPreKey"),
-    (13, "previous_remote_ratchet_keys", "repeated bytes"),
-    (14, "handshake_digest", "bytes"),
-]);
-const PREKEY_MESSAGE: Schema = Schema(&[
-    (1, "identity", "DeviceIdentity"),
-    (2, "signed_prekey_id", "uint"),
-    (3, "one_time_prekey_id", "optional uint"),
-    (4, "base_key", "bytes"),
-    (5, "kem_ciphertext", "bytes"),
-    (6, "message", "bytes"),
-]);
-
-fn schema_named(name: &str) -> &'static Schema {
-    match name {
-        "DeviceIdentity" => &DEVICE_IDENTITY,
-        "ChainState" => &CHAIN_STATE,
-        "SkippedKey" => &SKIPPED_KEY,
-        "PendingPreKey" => &PENDING_PREKEY,
-        other => panic!("no schema {other}"),
-    }
-}
-
-/// `0x04 || SessionState`, decoded field by field.
-fn state_fields(state: &[u8]) -> Value {
-    assert_eq!(state[0], 0x04, "session state format byte");
-    decode(&state[1..], &SESSION_STATE)
-}
-
-/// `0x02 || PreKeyMessage`, decoded field by field.
-fn envelope_fields(message: &[u8]) -> Value {
-    assert_eq!(message[0], 0x02, "pre-key message format byte");
-    decode(&message[1..], &PREKEY_MESSAGE)
-}
+#[path = "pinned/protobuf.rs"]
+mod protobuf;
+use protobuf::{SESSION_STATE, encode, envelope_fields, state_fields};
 
 // ---- The handshake digest (spec/04 HS-15).
 
@@ -668,4 +466,219 @@ fn skipped_keys_and_retired_ratchet_keys_are_evicted() {
             "TooFarAhead"
         ]
     );
+}
+
+// ---- keys.json: key validation (spec/02).
+
+fn verdict<T>(result: ward_core::Result<T>) -> Value {
+    match result {
+        Ok(_) => json!({"ok": true}),
+        Err(e) => json!({"error": format!("{e:?}")}),
+    }
+}
+
+/// FIPS 203 section 7.2, from the spec: 1184 bytes, and each 12-bit
+/// coefficient of the first 1152 bytes below q = 3329.
+fn passes_modulus_check(key: &[u8]) -> bool {
+    key.len() == 1184
+        && key[..1152].chunks(3).all(|t| {
+            let c0 = u16::from(t[0]) | u16::from(t[1] & 0x0f) << 8;
+            let c1 = u16::from(t[1] >> 4) | u16::from(t[2]) << 4;
+            c0 < 3329 && c1 < 3329
+        })
+}
+
+#[test]
+fn ml_kem_keys_and_ciphertexts_are_checked_as_spec_02_says() {
+    use ward_core::{IdentityKeyPair, PreKeyBundle, SignedPreKeyPair, SignedPreKeys};
+    let v = load("keys.json");
+    let m = &v["ml_kem"];
+    let bob = IdentityKeyPair::from_secret_bytes(&bytes(&m["bob"]["bob_identity_secret"])).unwrap();
+    assert_eq!(
+        bob.public().to_bytes().to_vec(),
+        bytes(&m["bob"]["bob_identity"])
+    );
+    let (mut valid, mut invalid) = (0, 0);
+    for case in m["encapsulation_keys"].as_array().unwrap() {
+        let name = &case["name"];
+        let key = bytes(&case["kem_key"]);
+        let set = bytes(&case["signed_prekeys"]);
+        let bundle = bytes(&case["bundle"]);
+        assert!(
+            set.windows(key.len()).any(|w| w == key) && bundle.ends_with(&set),
+            "{name}"
+        );
+        let check = passes_modulus_check(&key);
+        if key.len() == 1184 {
+            assert_eq!(case["coefficients_below_q"], check, "{name}");
+            let array = ml_kem::array::Array::try_from(&key[..]).unwrap();
+            let primitive = ml_kem::EncapsulationKey::<ml_kem::MlKem768>::new(&array).is_ok();
+            assert_eq!(primitive, check, "{name}: ml-kem's own check");
+        }
+        // The order of 02: lengths, signature, then (in a bundle only) the key.
+        let in_set = verdict(SignedPreKeys::decode(&set, bob.public()));
+        assert_eq!(in_set, case["expect_signed_prekeys"], "{name}");
+        let in_bundle = verdict(PreKeyBundle::decode(&bundle));
+        assert_eq!(in_bundle, case["expect_bundle"], "{name}");
+        if in_set["ok"] == true {
+            let invalid_key = json!({"error": "Decode(InvalidKey(\"signed_prekeys.kem_key\"))"});
+            let expected = if check {
+                json!({"ok": true})
+            } else {
+                invalid_key
+            };
+            assert_eq!(in_bundle, expected, "{name}");
+            if check { valid += 1 } else { invalid += 1 }
+        }
+    }
+    assert!(
+        valid >= 3 && invalid >= 2,
+        "{valid} valid, {invalid} invalid keys"
+    );
+
+    let signed =
+        SignedPreKeyPair::from_secret_bytes(&bob, &bytes(&m["bob"]["bob_signed_prekey_secret"]))
+            .unwrap();
+    for case in m["ciphertexts"].as_array().unwrap() {
+        let message = bytes(&case["prekey_message"]);
+        let length = bytes(&envelope_fields(&message)["kem_ciphertext"]).len();
+        let decoded = PreKeyMessage::decode(&message);
+        assert_eq!(decoded.is_ok(), length == 1088, "{}", case["name"]);
+        assert_eq!(
+            verdict(decoded.clone()),
+            case["expect_decode"],
+            "{}",
+            case["name"]
+        );
+        match decoded {
+            Err(_) => assert_eq!(case["expect_accept"], Value::Null),
+            Ok(msg) => match Session::accept(&bob, &signed, None, &msg) {
+                Ok((_, p)) => assert_eq!(case["expect_accept"]["plaintext"], hex::encode(p)),
+                Err(e) => assert_eq!(case["expect_accept"]["error"], format!("{e:?}")),
+            },
+        }
+    }
+}
+
+/// The encoding of the identity point (y = 1).
+const IDENTITY: [u8; 32] = {
+    let mut p = [0u8; 32];
+    p[0] = 1;
+    p
+};
+
+/// Little-endian `a - b`, if `a ≥ b`.
+fn sub_le(a: &[u8], b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; a.len()];
+    let mut borrow = 0i16;
+    for i in 0..a.len() {
+        let d = i16::from(a[i]) - i16::from(b[i]) - borrow;
+        borrow = i16::from(d < 0);
+        out[i] = d.rem_euclid(256) as u8;
+    }
+    (borrow == 0).then_some(out)
+}
+
+#[test]
+fn strict_ed25519_refuses_each_edge_case_and_only_those() {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    let v = load("keys.json");
+    let l = bytes(&v["ed25519"]["group_order_l"]);
+    // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+    assert_eq!(l[31], 0x10);
+    assert_eq!(hex::encode(&l[..16]), "edd3f55c1a631258d69cf7a2def9de14");
+    let mut p = vec![0xffu8; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f; // 2^255 - 19
+    let cases = v["ed25519"]["identities"].as_array().unwrap();
+    let valid = cases.iter().find(|c| c["rule"] == "valid").unwrap();
+    let genuine = DeviceIdentity::from_bytes(&bytes(&valid["identity"])).unwrap();
+    let mut rules = std::collections::BTreeSet::new();
+    for case in cases {
+        let name = &case["name"];
+        let (a, dh, sig) = (
+            bytes(&case["signing_key"]),
+            bytes(&case["dh_key"]),
+            bytes(&case["signature"]),
+        );
+        assert_eq!(
+            bytes(&case["identity"]),
+            [&a[..], &dh, &sig].concat(),
+            "{name}"
+        );
+        let message = [&b"Ward v1 identity dh key\0"[..], &dh].concat();
+        assert_eq!(bytes(&case["message"]), message, "{name}");
+        let result = verdict(DeviceIdentity::from_bytes(&bytes(&case["identity"])));
+        assert_eq!(result, case["expect"], "{name}");
+        let key = |bytes: &[u8]| VerifyingKey::from_bytes(bytes.try_into().unwrap());
+        let signature = Signature::from_slice(&sig).unwrap();
+        let (r, s) = sig.split_at(32);
+        let refused_a = json!({"error": "Decode(InvalidKey(\"identity.signing_key\"))"});
+        let bad_signature = json!({"error": "BadSignature"});
+        // Each rule: the property that makes the case, checked with the
+        // primitives, and the one outcome KEY-4 allows.
+        let rule = case["rule"].as_str().unwrap();
+        match rule {
+            "valid" => {
+                assert!(key(&a).unwrap().verify_strict(&message, &signature).is_ok());
+                assert_eq!(result, json!({"ok": true}));
+            }
+            "A small order" | "A small order, lax-valid" => {
+                assert!(key(&a).unwrap().is_weak(), "{name}");
+                if rule.ends_with("lax-valid") {
+                    assert!(
+                        key(&a).unwrap().verify(&message, &signature).is_ok(),
+                        "{name}"
+                    );
+                }
+                assert_eq!(result, refused_a, "{name}");
+            }
+            "A not a point" => {
+                assert!(key(&a).is_err(), "{name}");
+                assert_eq!(result, refused_a, "{name}");
+            }
+            "S not reduced" => {
+                let reduced = sub_le(s, &l).expect("S ≥ L");
+                assert!(sub_le(&reduced, &l).is_none(), "{name}: S - L < L");
+                let fixed = Signature::from_slice(&[r, &reduced].concat()).unwrap();
+                assert!(
+                    key(&a).unwrap().verify_strict(&message, &fixed).is_ok(),
+                    "{name}"
+                );
+                assert_eq!(result, bad_signature, "{name}");
+            }
+            "R small order" | "R non-canonical" => {
+                assert!(key(r).unwrap().is_weak(), "{name}");
+                let mut y = r.to_vec();
+                y[31] &= 0x7f;
+                let canonical = sub_le(&y, &p).is_none(); // y < p
+                assert_eq!(canonical, rule == "R small order", "{name}");
+                // [S]B - [k]A = O: only the small-order check refuses R = O.
+                if r == IDENTITY {
+                    assert!(
+                        key(&a).unwrap().verify(&message, &signature).is_ok(),
+                        "{name}"
+                    );
+                }
+                assert_eq!(result, bad_signature, "{name}");
+            }
+            "R not a point" => {
+                assert!(key(r).is_err(), "{name}");
+                assert_eq!(result, bad_signature, "{name}");
+            }
+            other => panic!("unknown rule {other}"),
+        }
+        // A valid key verifies every signature by the same rules.
+        if a == genuine.signing_key() {
+            let again = verdict(genuine.verify(&message, &sig));
+            let expect = if rule == "valid" {
+                json!({"ok": true})
+            } else {
+                bad_signature
+            };
+            assert_eq!(again, expect, "{name}");
+        }
+        rules.insert(rule.to_owned());
+    }
+    assert_eq!(rules.len(), 8, "{rules:?}");
 }
