@@ -9,7 +9,10 @@
 // vector: panicking is the right failure here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod eviction;
+pub mod keys;
 pub mod rng;
+pub mod sessions;
 
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
@@ -42,6 +45,9 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("safety_number.json", safety_number()),
         ("audit.json", ward_audit::vectors()),
         ("relay.json", relay()),
+        ("sessions.json", sessions::sessions()),
+        ("eviction.json", eviction::eviction()),
+        ("keys.json", keys::keys()),
     ]
 }
 
@@ -283,6 +289,19 @@ fn handshake_case(seed: u64, with_one_time: bool) -> Value {
     let (_, accepted) =
         Session::accept(&bob, &signed, with_one_time.then_some(&one_time), &message).unwrap();
     assert_eq!(accepted, plaintext);
+    // The handshake digest (spec/04 HS-15) from the spec; both states keep it.
+    let digest_input = sessions::digest_input(
+        &alice.public().to_bytes(),
+        signed.id(),
+        with_one_time.then(|| one_time.id()),
+        &base_public,
+        &kem_ciphertext,
+    );
+    let digest = sessions::digest(&digest_input);
+    sessions::assert_state_digest(&session.to_bytes(), &digest);
+    let (bob_session, _) =
+        Session::accept(&bob, &signed, with_one_time.then_some(&one_time), &message).unwrap();
+    sessions::assert_state_digest(&bob_session.to_bytes(), &digest);
 
     json!({
         "with_one_time_prekey": with_one_time,
@@ -306,6 +325,8 @@ fn handshake_case(seed: u64, with_one_time: bool) -> Value {
         "first_inner_message": h(&inner),
         "plaintext": h(&plaintext),
         "first_message": h(&first),
+        "handshake_digest_input": h(&digest_input),
+        "handshake_digest": h(digest),
     })
 }
 
