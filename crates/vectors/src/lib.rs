@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod rng;
+mod sender_keys;
 
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
@@ -42,6 +43,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("safety_number.json", safety_number()),
         ("audit.json", ward_audit::vectors()),
         ("relay.json", relay()),
+        ("sender_keys.json", sender_keys::sender_keys()),
     ]
 }
 
