@@ -26,7 +26,7 @@ fn receive(member: &mut ReceivedChain, label: Option<&str>, wire: &[u8]) -> Valu
 }
 
 /// The sender-key vectors.
-pub fn sender_keys() -> Value {
+pub(crate) fn sender_keys() -> Value {
     let mut rng = ChaCha20Rng::seed_from_u64(0x736b);
     let mut chain_key = [0u8; 32];
     rng.fill_bytes(&mut chain_key);
