@@ -2,13 +2,13 @@
 //! and every sent message are recomputed from spec/13 with the primitives
 //! directly (HMAC, HKDF, ChaCha20-Poly1305, Ed25519), and ward-core's chains
 //! are driven from the recorded draws.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use chacha20poly1305::aead::AeadInOut;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
+use chacha20poly1305::ChaCha20Poly1305;
 use ed25519_dalek::{Signature, VerifyingKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
