@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".ward.core.v1.SkippedKey",
         ".ward.core.v1.PendingPreKey",
         ".ward.core.v1.SessionState",
+        ".ward.core.v1.SenderKeyDistribution",
+        ".ward.core.v1.SenderSkippedKey",
+        ".ward.core.v1.SenderChainState",
     ];
     let mut config = prost_build::Config::new();
     config.btree_map(["."]);

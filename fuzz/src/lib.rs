@@ -158,3 +158,27 @@ pub fn snapshots() -> Vec<Snapshot> {
     };
     vec![bob_fresh, alice_pending, bob_mid, alice_mid]
 }
+
+/// Seed of the sender chain `sender_key` decrypts with.
+pub const SENDER_CHAIN_SEED: u64 = 0x5e_4d_e4_c4;
+
+/// The group of the `sender_key` fixture.
+pub const FIXTURE_GROUP: [u8; 16] = [0x6b; 16];
+
+/// A sender chain and the messages it sent: `sender_key` reads them with a
+/// member's chain made from the distribution at iteration 0.
+pub fn sender_chain() -> (ward_core::SenderChain, Vec<Vec<u8>>) {
+    let mut chain =
+        ward_core::SenderChain::generate(&mut rng(SENDER_CHAIN_SEED), FIXTURE_GROUP, 1_700_000_000);
+    let messages = (0u8..4)
+        .map(|i| chain.encrypt(&[i; 24]).expect("a fixture message encrypts"))
+        .collect();
+    (chain, messages)
+}
+
+/// The member's view of [`sender_chain`]: the chain from iteration 0.
+pub fn member_chain() -> ward_core::ReceivedChain {
+    let chain =
+        ward_core::SenderChain::generate(&mut rng(SENDER_CHAIN_SEED), FIXTURE_GROUP, 1_700_000_000);
+    ward_core::ReceivedChain::from_distribution(&chain.distribution())
+}

@@ -21,6 +21,12 @@ pub mod format {
     pub const ONE_TIME_PREKEY_SECRET: u8 = 0x06;
     /// A device identity's secrets, version 1 (fixed layout).
     pub const IDENTITY_SECRET: u8 = 0x07;
+    /// A group message under a sender key, version 1 (fixed layout, spec/13).
+    pub const SENDER_KEY_MESSAGE: u8 = 0x08;
+    /// A sender-key distribution, version 1 (protobuf `SenderKeyDistribution`).
+    pub const SENDER_KEY_DISTRIBUTION: u8 = 0x09;
+    /// A sender chain at rest, version 1 (protobuf `SenderChainState`).
+    pub const SENDER_CHAIN_STATE: u8 = 0x0a;
 }
 
 /// Splits off the format byte and checks it.

@@ -53,6 +53,10 @@ pub enum Error {
         /// The largest length allowed.
         max: usize,
     },
+    /// A group message names another group or sender chain than the chain it
+    /// was given to: the caller should look the chain up by the message's
+    /// ids, and ask the sender for it if it has none (spec/13).
+    WrongChain,
     /// The session has no key to send or receive with yet (a responder asked
     /// to decrypt a new ratchet before it has ever sent).
     NotReady,
@@ -115,6 +119,7 @@ impl fmt::Display for Error {
             Error::ChainExhausted => f.write_str("sending chain counter exhausted"),
             Error::MessageTooLarge => f.write_str("plaintext too large for one message"),
             Error::InputTooLong { field, max } => write!(f, "{field} longer than {max}"),
+            Error::WrongChain => f.write_str("group message belongs to another sender chain"),
             Error::NotReady => f.write_str("session has no ratchet key for this message"),
         }
     }

@@ -33,6 +33,18 @@ pub fn expand_mk(message_key: &[u8; 32]) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
     (Zeroizing::new(keys.key), keys.nonce)
 }
 
+/// `SENDER_CK(ck) -> (MK, CK')`, the sender-key chain (spec/13).
+pub fn sender_kdf_ck(chain_key: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+    let (message, next) = ChainKey(*chain_key).sender_step();
+    (Zeroizing::new(message.0), Zeroizing::new(next.0))
+}
+
+/// `EXPAND_SMK(mk) -> (key, nonce)`, a sender-key message key's AEAD key and nonce.
+pub fn expand_smk(message_key: &[u8; 32]) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
+    let keys = MessageKey(*message_key).expand_sender();
+    (Zeroizing::new(keys.key), keys.nonce)
+}
+
 /// The cleartext header of an encoded ratchet message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RatchetHeader {

@@ -19,6 +19,13 @@ pub(crate) const LABEL_MESSAGE_KEYS: &[u8] = b"Ward v1 message keys";
 const CHAIN_MESSAGE_KEY: u8 = 0x01;
 /// HMAC input deriving the next chain key.
 const CHAIN_NEXT_KEY: u8 = 0x02;
+/// HKDF `info` expanding a sender-key message key (spec/13-sender-keys.md).
+pub(crate) const LABEL_SENDER_MESSAGE_KEYS: &[u8] = b"Ward v1 sender message keys";
+/// HMAC input deriving a sender-key message key: distinct from the pairwise
+/// constants, so one chain key can never yield the same key in both.
+const SENDER_MESSAGE_KEY: u8 = 0x03;
+/// HMAC input deriving the next sender chain key.
+const SENDER_NEXT_KEY: u8 = 0x04;
 
 /// `RK`: the root of the Double Ratchet.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -58,13 +65,22 @@ impl RootKey {
 impl ChainKey {
     /// `KDF_CK(ck) = (HMAC(ck, 0x01), HMAC(ck, 0x02))`.
     pub(crate) fn step(&self) -> (MessageKey, ChainKey) {
+        self.step_with(CHAIN_MESSAGE_KEY, CHAIN_NEXT_KEY)
+    }
+
+    /// `SENDER_CK(ck) = (HMAC(ck, 0x03), HMAC(ck, 0x04))`, the sender-key chain.
+    pub(crate) fn sender_step(&self) -> (MessageKey, ChainKey) {
+        self.step_with(SENDER_MESSAGE_KEY, SENDER_NEXT_KEY)
+    }
+
+    fn step_with(&self, message_input: u8, next_input: u8) -> (MessageKey, ChainKey) {
         // Keying HMAC costs two compressions; key it once and clone the state.
         let keyed = keyed_hmac(&self.0);
         let mut mac = keyed.clone();
-        mac.update(&[CHAIN_MESSAGE_KEY]);
+        mac.update(&[message_input]);
         let message_key = MessageKey(mac.finalize().into_bytes().into());
         let mut mac = keyed;
-        mac.update(&[CHAIN_NEXT_KEY]);
+        mac.update(&[next_input]);
         let next = ChainKey(mac.finalize().into_bytes().into());
         (message_key, next)
     }
@@ -76,10 +92,19 @@ impl MessageKey {
     /// `mk` is an HMAC output, already a uniformly random pseudo-random key, so
     /// the extract step is skipped (RFC 5869, section 3.3).
     pub(crate) fn expand(&self) -> AeadKeys {
+        self.expand_with(LABEL_MESSAGE_KEYS)
+    }
+
+    /// `EXPAND_SMK(mk) = HKDF-Expand(prk = mk, info = "Ward v1 sender message keys", 44)`.
+    pub(crate) fn expand_sender(&self) -> AeadKeys {
+        self.expand_with(LABEL_SENDER_MESSAGE_KEYS)
+    }
+
+    fn expand_with(&self, info: &[u8]) -> AeadKeys {
         let mut okm = [0u8; 44];
         if let Ok(hkdf) = Hkdf::<Sha256>::from_prk(&self.0) {
             // 44 bytes is far below HKDF's 255 * 32 limit: cannot fail.
-            let _ = hkdf.expand(LABEL_MESSAGE_KEYS, &mut okm);
+            let _ = hkdf.expand(info, &mut okm);
         }
         let mut keys = AeadKeys {
             key: [0; 32],
@@ -132,6 +157,27 @@ mod tests {
         mac.update(&[2]);
         assert_eq!(next.0[..], mac.finalize().into_bytes()[..]);
         assert_ne!(mk.0, next.0);
+    }
+
+    #[test]
+    fn sender_chain_uses_its_own_constants() {
+        let ck = ChainKey([7; 32]);
+        let (mk, next) = ck.sender_step();
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
+        mac.update(&[3]);
+        assert_eq!(mk.0[..], mac.finalize().into_bytes()[..]);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
+        mac.update(&[4]);
+        assert_eq!(next.0[..], mac.finalize().into_bytes()[..]);
+        assert_ne!(mk.0, ck.step().0.0);
+        let keys = mk.expand_sender();
+        let mut okm = [0u8; 44];
+        Hkdf::<Sha256>::from_prk(&mk.0)
+            .unwrap()
+            .expand(b"Ward v1 sender message keys", &mut okm)
+            .unwrap();
+        assert_eq!(keys.key[..], okm[..32]);
+        assert_eq!(keys.nonce[..], okm[32..]);
     }
 
     #[test]

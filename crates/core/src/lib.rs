@@ -55,6 +55,7 @@ pub mod message;
 pub mod prekeys;
 mod ratchet;
 pub mod safety_number;
+pub mod sender_key;
 pub mod session;
 
 pub use encoding::format;
@@ -66,6 +67,9 @@ pub use prekeys::{
 };
 pub use rand_core::{CryptoRng, Rng};
 pub use safety_number::{Party, SafetyNumber};
+pub use sender_key::{
+    ReceivedChain, RotationPolicy, SenderChain, SenderKeyDistribution, SenderKeyMessage,
+};
 pub use session::Session;
 
 /// The operating system's RNG, for callers that have no RNG of their own.

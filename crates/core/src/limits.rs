@@ -19,3 +19,12 @@ pub const MAX_PLAINTEXT_LEN: usize = 16 * 1024 * 1024;
 /// How many remote ratchet keys a session remembers after moving past them,
 /// so that a replay from an old chain is recognised as one.
 pub const MAX_PREVIOUS_REMOTE_RATCHETS: usize = 8;
+
+/// Most message keys one group message may make the receiver skip in one
+/// sender chain (spec/13-sender-keys.md, "Bounds"). Twice the default
+/// rotation count: a chain never legitimately runs further ahead than that.
+pub const MAX_SENDER_SKIP: u32 = 2000;
+
+/// Most skipped message keys kept for one received sender chain; past it the
+/// oldest are evicted.
+pub const MAX_SENDER_SKIPPED_KEYS: usize = 2000;

@@ -12,6 +12,7 @@
 pub mod eviction;
 pub mod keys;
 pub mod rng;
+mod sender_keys;
 pub mod sessions;
 
 use chacha20poly1305::aead::AeadInOut;
@@ -48,6 +49,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("sessions.json", sessions::sessions()),
         ("eviction.json", eviction::eviction()),
         ("keys.json", keys::keys()),
+        ("sender_keys.json", sender_keys::sender_keys()),
     ]
 }
 

@@ -37,6 +37,14 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "corpus".to_owned());
     let root = Path::new(&root);
 
+    let (chain, messages) = ward_fuzz::sender_chain();
+    for (i, message) in messages.iter().enumerate() {
+        write(root, "sender_key", &format!("message-{i}"), message)?;
+    }
+    write(root, "sender_key", "distribution", &chain.distribution().encode())?;
+    write(root, "sender_key", "own-chain", &chain.to_bytes())?;
+    write(root, "sender_key", "member-chain", &ward_fuzz::member_chain().to_bytes())?;
+
     let device = fixed_device();
     write(root, "prekey_bundle", "with-one-time", &device.bundle(true))?;
     write(
