@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".ward.core.v1.SenderKeyDistribution",
         ".ward.core.v1.SenderSkippedKey",
         ".ward.core.v1.SenderChainState",
+        ".ward.core.v1.GroupChains",
+        ".ward.core.v1.GroupStateRecord",
     ];
     let mut config = prost_build::Config::new();
     config.btree_map(["."]);
@@ -48,10 +50,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     // Public messages are cleared too when nested in a secret one.
-    config.type_attribute(
+    for path in [
         ".ward.core.v1.DeviceIdentity",
-        "#[derive(::zeroize::Zeroize)]",
-    );
+        ".ward.core.v1.GroupMember",
+        ".ward.core.v1.GroupRoster",
+        ".ward.core.v1.GroupHistoryEntry",
+        ".ward.core.v1.GroupWelcome",
+    ] {
+        config.type_attribute(path, "#[derive(::zeroize::Zeroize)]");
+    }
     config.compile_fds(descriptors)?;
     Ok(())
 }

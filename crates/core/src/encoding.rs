@@ -27,6 +27,12 @@ pub mod format {
     pub const SENDER_KEY_DISTRIBUTION: u8 = 0x09;
     /// A sender chain at rest, version 1 (protobuf `SenderChainState`).
     pub const SENDER_CHAIN_STATE: u8 = 0x0a;
+    /// A signed group membership change, version 1 (protobuf `SignedGroupChange`, spec/14).
+    pub const GROUP_CHANGE: u8 = 0x0b;
+    /// A group as one device holds it, version 1 (protobuf `GroupStateRecord`).
+    pub const GROUP_STATE: u8 = 0x0c;
+    /// The roster handed to a device added to a group, version 1 (protobuf `GroupWelcome`).
+    pub const GROUP_WELCOME: u8 = 0x0d;
 }
 
 /// Splits off the format byte and checks it.

@@ -57,6 +57,22 @@ pub enum Error {
     /// was given to: the caller should look the chain up by the message's
     /// ids, and ask the sender for it if it has none (spec/13).
     WrongChain,
+    /// A group message, change or distribution is for another group.
+    WrongGroup,
+    /// A group message names a sender chain this device does not hold: ask
+    /// the sending device for it over the pairwise session (spec/14).
+    MissingChain,
+    /// The author of a group change, or the sender of a distribution, is
+    /// not a member device, or may not make that change.
+    NotAuthorized,
+    /// A group change builds on a head this device has not reached: keep it
+    /// and apply it again after the changes before it.
+    UnknownParent,
+    /// A group change lost to a competing change of the same epoch, or
+    /// builds on a head older than the history kept (spec/14).
+    ChangeSuperseded,
+    /// A group change that cannot apply to the roster it names.
+    InvalidChange(&'static str),
     /// The session has no key to send or receive with yet (a responder asked
     /// to decrypt a new ratchet before it has ever sent).
     NotReady,
@@ -120,6 +136,12 @@ impl fmt::Display for Error {
             Error::MessageTooLarge => f.write_str("plaintext too large for one message"),
             Error::InputTooLong { field, max } => write!(f, "{field} longer than {max}"),
             Error::WrongChain => f.write_str("group message belongs to another sender chain"),
+            Error::WrongGroup => f.write_str("belongs to another group"),
+            Error::MissingChain => f.write_str("sender chain not held: ask its sender"),
+            Error::NotAuthorized => f.write_str("not a member device, or not allowed this change"),
+            Error::UnknownParent => f.write_str("group change builds on an unknown head"),
+            Error::ChangeSuperseded => f.write_str("group change lost to another of its epoch"),
+            Error::InvalidChange(why) => write!(f, "invalid group change: {why}"),
             Error::NotReady => f.write_str("session has no ratchet key for this message"),
         }
     }

@@ -47,6 +47,7 @@ extern crate std;
 
 mod encoding;
 pub mod error;
+pub mod group;
 pub mod hazmat;
 pub mod identity;
 mod kdf;
@@ -60,6 +61,10 @@ pub mod session;
 
 pub use encoding::format;
 pub use error::{DecodeError, Error, Result};
+pub use group::{
+    Applied, DeviceKey, GroupAction, GroupChange, GroupState, IncomingGroupMessage, Member,
+    OutgoingGroupMessage,
+};
 pub use identity::{DeviceIdentity, IdentityKeyPair};
 pub use message::{MessageKind, PreKeyMessage};
 pub use prekeys::{

@@ -28,3 +28,20 @@ pub const MAX_SENDER_SKIP: u32 = 2000;
 /// Most skipped message keys kept for one received sender chain; past it the
 /// oldest are evicted.
 pub const MAX_SENDER_SKIPPED_KEYS: usize = 2000;
+
+/// Most users in one group (spec/14-groups.md, "Bounds").
+pub const MAX_GROUP_MEMBERS: usize = 1000;
+
+/// Most devices of one user in one group.
+pub const MAX_GROUP_DEVICES_PER_USER: usize = 16;
+
+/// Longest user id and group name, in bytes of UTF-8.
+pub const MAX_GROUP_TEXT_LEN: usize = 128;
+
+/// How many applied changes a group keeps to resolve a competing change
+/// that arrives late; a change building on an older head is refused.
+pub const MAX_GROUP_HISTORY: usize = 16;
+
+/// Most received sender chains kept per member device: the newest, plus a
+/// few older ones for messages that arrive after a rotation.
+pub const MAX_CHAINS_PER_DEVICE: usize = 4;
