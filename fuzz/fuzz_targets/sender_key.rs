@@ -27,7 +27,11 @@ fn message(data: &[u8]) {
             Err(Error::DuplicateOrExpired),
             "a message opened twice"
         ),
-        Err(_) => assert_eq!(member.to_bytes()[..], before[..], "failed decrypt changed state"),
+        Err(_) => assert_eq!(
+            member.to_bytes()[..],
+            before[..],
+            "failed decrypt changed state"
+        ),
     }
 }
 
@@ -37,7 +41,11 @@ fn distribution(data: &[u8]) {
     };
     let encoded = distribution.encode();
     let again = SenderKeyDistribution::decode(&encoded).expect("an encoded distribution decodes");
-    assert_eq!(again.encode()[..], encoded[..], "encode/decode is not a fixed point");
+    assert_eq!(
+        again.encode()[..],
+        encoded[..],
+        "encode/decode is not a fixed point"
+    );
     let member = ReceivedChain::from_distribution(&distribution);
     assert_eq!(member.iteration(), distribution.iteration());
 }
@@ -46,7 +54,11 @@ fn states(data: &[u8]) {
     if let Ok(mut own) = SenderChain::from_bytes(data) {
         let stored = own.to_bytes();
         let restored = SenderChain::from_bytes(&stored).expect("a stored chain loads again");
-        assert_eq!(restored.to_bytes()[..], stored[..], "save/load is not a fixed point");
+        assert_eq!(
+            restored.to_bytes()[..],
+            stored[..],
+            "save/load is not a fixed point"
+        );
         let mut member = ReceivedChain::from_distribution(&own.distribution());
         if let Ok(wire) = own.encrypt(b"fuzz") {
             let message = SenderKeyMessage::decode(&wire).expect("own output decodes");
@@ -56,13 +68,21 @@ fn states(data: &[u8]) {
     if let Ok(mut member) = ReceivedChain::from_bytes(data) {
         let stored = member.to_bytes();
         let restored = ReceivedChain::from_bytes(&stored).expect("a stored chain loads again");
-        assert_eq!(restored.to_bytes()[..], stored[..], "save/load is not a fixed point");
+        assert_eq!(
+            restored.to_bytes()[..],
+            stored[..],
+            "save/load is not a fixed point"
+        );
         let (_, messages) = ward_fuzz::sender_chain();
         for wire in &messages {
             let message = SenderKeyMessage::decode(wire).expect("fixture decodes");
             let before = member.to_bytes();
             if member.decrypt(&message).is_err() {
-                assert_eq!(member.to_bytes()[..], before[..], "failed decrypt changed state");
+                assert_eq!(
+                    member.to_bytes()[..],
+                    before[..],
+                    "failed decrypt changed state"
+                );
             }
         }
     }

@@ -182,3 +182,48 @@ pub fn member_chain() -> ward_core::ReceivedChain {
         ward_core::SenderChain::generate(&mut rng(SENDER_CHAIN_SEED), FIXTURE_GROUP, 1_700_000_000);
     ward_core::ReceivedChain::from_distribution(&chain.distribution())
 }
+
+/// Seed of the identities of the `group` fixture.
+pub const GROUP_SEED: u64 = 0x6a_0f_7e_a3;
+
+/// Member `i` (0 to 2) of the `group` fixture; 0 created it.
+pub fn group_member(i: usize) -> ward_core::IdentityKeyPair {
+    let mut rng = rng(GROUP_SEED);
+    let mut identity = ward_core::IdentityKeyPair::generate(&mut rng);
+    for _ in 0..i {
+        identity = ward_core::IdentityKeyPair::generate(&mut rng);
+    }
+    identity
+}
+
+/// The user of member `i`.
+pub fn group_user(i: usize) -> String {
+    format!("member{i}@clinic.example")
+}
+
+/// The group member 0 created with members 0, 1 and 2, as member 0 holds
+/// it, and the user id of member 1 (the welcome's receiver).
+pub fn group() -> (ward_core::GroupState, String) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let members: BTreeMap<String, ward_core::Member> = (0..3)
+        .map(|i| {
+            (
+                group_user(i),
+                ward_core::Member {
+                    devices: BTreeSet::from([*group_member(i).public().signing_key()]),
+                    admin: i == 0,
+                },
+            )
+        })
+        .collect();
+    let (group, _) = ward_core::GroupState::create(
+        &group_member(0),
+        &group_user(0),
+        [0x67; 16],
+        "fuzz",
+        members,
+        1_700_000_000,
+    )
+    .expect("the fixture group is created");
+    (group, group_user(1))
+}

@@ -41,9 +41,43 @@ fn main() -> std::io::Result<()> {
     for (i, message) in messages.iter().enumerate() {
         write(root, "sender_key", &format!("message-{i}"), message)?;
     }
-    write(root, "sender_key", "distribution", &chain.distribution().encode())?;
+    write(
+        root,
+        "sender_key",
+        "distribution",
+        &chain.distribution().encode(),
+    )?;
     write(root, "sender_key", "own-chain", &chain.to_bytes())?;
-    write(root, "sender_key", "member-chain", &ward_fuzz::member_chain().to_bytes())?;
+    write(
+        root,
+        "sender_key",
+        "member-chain",
+        &ward_fuzz::member_chain().to_bytes(),
+    )?;
+
+    let (group, _) = ward_fuzz::group();
+    write(root, "group", "state", &group.to_bytes())?;
+    write(root, "group", "welcome", &group.welcome())?;
+    let admin = ward_fuzz::group_member(0);
+    let rename = group
+        .propose(
+            &admin,
+            ward_core::GroupAction::Rename("renamed".into()),
+            1_700_000_001,
+        )
+        .expect("the fixture admin renames");
+    write(root, "group", "rename", rename.to_bytes())?;
+    let remove = group
+        .propose(
+            &admin,
+            ward_core::GroupAction::Remove {
+                user_id: ward_fuzz::group_user(2),
+                devices: Default::default(),
+            },
+            1_700_000_001,
+        )
+        .expect("the fixture admin removes a member");
+    write(root, "group", "remove", remove.to_bytes())?;
 
     let device = fixed_device();
     write(root, "prekey_bundle", "with-one-time", &device.bundle(true))?;
@@ -151,7 +185,10 @@ fn relay_frames(root: &Path, device: &Device) -> std::io::Result<()> {
     };
 
     let requests = [
-        ("challenge", request::Body::Challenge(wire::ChallengeRequest {})),
+        (
+            "challenge",
+            request::Body::Challenge(wire::ChallengeRequest {}),
+        ),
         (
             "authenticate",
             request::Body::Authenticate(wire::Authenticate {
@@ -218,7 +255,10 @@ fn relay_frames(root: &Path, device: &Device) -> std::io::Result<()> {
                 message_ids: vec![message_id.clone(), vec![0xee; 16]],
             }),
         ),
-        ("prekey-status", request::Body::PrekeyStatus(wire::PreKeyStatus {})),
+        (
+            "prekey-status",
+            request::Body::PrekeyStatus(wire::PreKeyStatus {}),
+        ),
     ];
     for (name, body) in requests {
         let frame = frame::encode(&wire::Request { body: Some(body) });
@@ -348,7 +388,12 @@ fn relay_frames(root: &Path, device: &Device) -> std::io::Result<()> {
 fn audit(root: &Path) -> std::io::Result<()> {
     let entries = ward_audit::vectors::vector_entries();
     for (i, entry) in entries.iter().enumerate() {
-        write(root, "audit_entry", &format!("vector-entry-{i}"), &entry.encode())?;
+        write(
+            root,
+            "audit_entry",
+            &format!("vector-entry-{i}"),
+            &entry.encode(),
+        )?;
     }
     let text = |s: &str| s.repeat(64)[..64].to_owned();
     let longest = AuditEntry {
