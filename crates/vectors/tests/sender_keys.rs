@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::ChaCha20Poly1305;
+use chacha20poly1305::aead::AeadInOut;
 use ed25519_dalek::{Signature, VerifyingKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
