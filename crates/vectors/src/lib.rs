@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod eviction;
+mod groups;
 pub mod keys;
 pub mod rng;
 mod sender_keys;
@@ -50,6 +51,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("eviction.json", eviction::eviction()),
         ("keys.json", keys::keys()),
         ("sender_keys.json", sender_keys::sender_keys()),
+        ("groups.json", groups::groups()),
     ]
 }
 

@@ -195,7 +195,7 @@ impl GroupChange {
     }
 
     /// `SHA-256(change bytes)`: of two changes to one head, the lower wins.
-    pub(crate) fn rank(&self) -> [u8; 32] {
+    pub fn rank(&self) -> [u8; 32] {
         Sha256::digest(&self.body).into()
     }
 }
