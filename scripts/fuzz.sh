@@ -44,6 +44,7 @@ declare -A max_len=(
     [session_state]=8192
     [sender_key]=4096
     [group]=8192
+    [role_schedule]=4096
     [message_kind_and_decrypt]=4096
     [ratchet_model]=1024
     [relay_frame]=8192

@@ -227,3 +227,8 @@ pub fn group() -> (ward_core::GroupState, String) {
     .expect("the fixture group is created");
     (group, group_user(1))
 }
+
+/// The administrator key of the `role_schedule` fixture.
+pub fn admin_key() -> ward_core::AdminKey {
+    ward_core::AdminKey::generate(&mut rng(0xad_01_2e_75))
+}

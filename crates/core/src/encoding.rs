@@ -33,6 +33,12 @@ pub mod format {
     pub const GROUP_STATE: u8 = 0x0c;
     /// The roster handed to a device added to a group, version 1 (protobuf `GroupWelcome`).
     pub const GROUP_WELCOME: u8 = 0x0d;
+    /// A role's schedule signed by an administrator, version 1 (protobuf
+    /// `SignedRoleSchedule`, spec/15).
+    pub const ROLE_SCHEDULE: u8 = 0x0e;
+    /// An administrator's signing key, version 1: the format byte, then the
+    /// 32-byte Ed25519 seed.
+    pub const ADMIN_KEY_SECRET: u8 = 0x0f;
 }
 
 /// Splits off the format byte and checks it.

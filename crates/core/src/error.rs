@@ -73,6 +73,8 @@ pub enum Error {
     ChangeSuperseded,
     /// A group change that cannot apply to the roster it names.
     InvalidChange(&'static str),
+    /// A role schedule breaks one of its rules (spec/15); the text names which.
+    InvalidSchedule(&'static str),
     /// The session has no key to send or receive with yet (a responder asked
     /// to decrypt a new ratchet before it has ever sent).
     NotReady,
@@ -142,6 +144,7 @@ impl fmt::Display for Error {
             Error::UnknownParent => f.write_str("group change builds on an unknown head"),
             Error::ChangeSuperseded => f.write_str("group change lost to another of its epoch"),
             Error::InvalidChange(why) => write!(f, "invalid group change: {why}"),
+            Error::InvalidSchedule(why) => write!(f, "invalid role schedule: {why}"),
             Error::NotReady => f.write_str("session has no ratchet key for this message"),
         }
     }

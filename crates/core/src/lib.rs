@@ -55,6 +55,7 @@ pub mod limits;
 pub mod message;
 pub mod prekeys;
 mod ratchet;
+pub mod role;
 pub mod safety_number;
 pub mod sender_key;
 pub mod session;
@@ -71,6 +72,7 @@ pub use prekeys::{
     OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, SignedPreKeyPair, SignedPreKeys,
 };
 pub use rand_core::{CryptoRng, Rng};
+pub use role::{AdminKey, Assignment, Interval, RoleSchedule};
 pub use safety_number::{Party, SafetyNumber};
 pub use sender_key::{
     ReceivedChain, RotationPolicy, SenderChain, SenderKeyDistribution, SenderKeyMessage,

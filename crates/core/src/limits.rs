@@ -45,3 +45,9 @@ pub const MAX_GROUP_HISTORY: usize = 16;
 /// Most received sender chains kept per member device: the newest, plus a
 /// few older ones for messages that arrive after a rotation.
 pub const MAX_CHAINS_PER_DEVICE: usize = 4;
+
+/// Most assignments in one role schedule: a year of hourly shifts fits.
+pub const MAX_ROLE_ASSIGNMENTS: usize = 10_000;
+
+/// Longest role id, in bytes.
+pub const MAX_ROLE_ID_LEN: usize = 64;

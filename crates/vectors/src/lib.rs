@@ -13,6 +13,7 @@ pub mod eviction;
 mod groups;
 pub mod keys;
 pub mod rng;
+mod roles;
 mod sender_keys;
 pub mod sessions;
 
@@ -52,6 +53,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("keys.json", keys::keys()),
         ("sender_keys.json", sender_keys::sender_keys()),
         ("groups.json", groups::groups()),
+        ("roles.json", roles::roles()),
     ]
 }
 

@@ -79,6 +79,23 @@ fn main() -> std::io::Result<()> {
         .expect("the fixture admin removes a member");
     write(root, "group", "remove", remove.to_bytes())?;
 
+    let schedule = ward_core::RoleSchedule {
+        role_id: "cardiology-oncall".into(),
+        display_name: "On-call cardiology".into(),
+        department: "Cardiology".into(),
+        version: 1,
+        issued_at: 1_700_000_000,
+        assignments: vec![ward_core::Assignment {
+            user_id: "dr.adams@clinic.example".into(),
+            starts_at: 1_700_000_000,
+            ends_at: 1_700_043_200,
+        }],
+    };
+    let signed = ward_fuzz::admin_key()
+        .sign(&schedule)
+        .expect("the fixture schedule signs");
+    write(root, "role_schedule", "one-shift", &signed)?;
+
     let device = fixed_device();
     write(root, "prekey_bundle", "with-one-time", &device.bundle(true))?;
     write(
