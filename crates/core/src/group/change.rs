@@ -130,7 +130,7 @@ impl GroupChange {
 
     /// Decodes `0x0b || SignedGroupChange` and verifies its signature under
     /// the author key it names. Whether that key may make the change is the
-    /// roster's question ([`Roster::apply`]).
+    /// roster's question (applying it).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let body = expect_format(bytes, format::GROUP_CHANGE)?;
         let signed = pb::SignedGroupChange::decode(body)?;
