@@ -188,12 +188,19 @@ pub const GROUP_SEED: u64 = 0x6a_0f_7e_a3;
 
 /// Member `i` (0 to 2) of the `group` fixture; 0 created it.
 pub fn group_member(i: usize) -> ward_core::IdentityKeyPair {
-    let mut rng = rng(GROUP_SEED);
-    let mut identity = ward_core::IdentityKeyPair::generate(&mut rng);
-    for _ in 0..i {
-        identity = ward_core::IdentityKeyPair::generate(&mut rng);
-    }
-    identity
+    use std::sync::OnceLock;
+    static SECRETS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let secrets = SECRETS.get_or_init(|| {
+        let mut rng = rng(GROUP_SEED);
+        (0..3)
+            .map(|_| {
+                ward_core::IdentityKeyPair::generate(&mut rng)
+                    .to_secret_bytes()
+                    .to_vec()
+            })
+            .collect()
+    });
+    ward_core::IdentityKeyPair::from_secret_bytes(&secrets[i]).expect("a fixture identity loads")
 }
 
 /// The user of member `i`.
@@ -202,29 +209,37 @@ pub fn group_user(i: usize) -> String {
 }
 
 /// The group member 0 created with members 0, 1 and 2, as member 0 holds
-/// it, and the user id of member 1 (the welcome's receiver).
+/// it, and the user id of member 1 (the welcome's receiver). Made once and
+/// loaded from its bytes on every call, so that each input costs a load,
+/// not three key generations and a signature.
 pub fn group() -> (ward_core::GroupState, String) {
     use std::collections::{BTreeMap, BTreeSet};
-    let members: BTreeMap<String, ward_core::Member> = (0..3)
-        .map(|i| {
-            (
-                group_user(i),
-                ward_core::Member {
-                    devices: BTreeSet::from([*group_member(i).public().signing_key()]),
-                    admin: i == 0,
-                },
-            )
-        })
-        .collect();
-    let (group, _) = ward_core::GroupState::create(
-        &group_member(0),
-        &group_user(0),
-        [0x67; 16],
-        "fuzz",
-        members,
-        1_700_000_000,
-    )
-    .expect("the fixture group is created");
+    use std::sync::OnceLock;
+    static STATE: OnceLock<Vec<u8>> = OnceLock::new();
+    let bytes = STATE.get_or_init(|| {
+        let members: BTreeMap<String, ward_core::Member> = (0..3)
+            .map(|i| {
+                (
+                    group_user(i),
+                    ward_core::Member {
+                        devices: BTreeSet::from([*group_member(i).public().signing_key()]),
+                        admin: i == 0,
+                    },
+                )
+            })
+            .collect();
+        let (group, _) = ward_core::GroupState::create(
+            &group_member(0),
+            &group_user(0),
+            [0x67; 16],
+            "fuzz",
+            members,
+            1_700_000_000,
+        )
+        .expect("the fixture group is created");
+        group.to_bytes().to_vec()
+    });
+    let group = ward_core::GroupState::from_bytes(bytes).expect("the fixture group loads");
     (group, group_user(1))
 }
 
