@@ -49,5 +49,5 @@ pub const MAX_CHAINS_PER_DEVICE: usize = 4;
 /// Most assignments in one role schedule: a year of hourly shifts fits.
 pub const MAX_ROLE_ASSIGNMENTS: usize = 10_000;
 
-/// Longest role id, in bytes.
-pub const MAX_ROLE_ID_LEN: usize = 64;
+/// Longest role id, in bytes: short enough to name in an audit detail.
+pub const MAX_ROLE_ID_LEN: usize = 32;

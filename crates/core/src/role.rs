@@ -160,7 +160,7 @@ impl RoleSchedule {
         Ok(schedule)
     }
 
-    /// The rules every schedule follows: a role id of 1 to 64 bytes of
+    /// The rules every schedule follows: a role id of 1 to 32 bytes of
     /// `[a-z0-9.-]`; names and user ids of at most 128 bytes, user ids not
     /// empty; at most [`MAX_ROLE_ASSIGNMENTS`]; each assignment ending after
     /// it starts; assignments ascending by `(starts_at, user_id)` with no

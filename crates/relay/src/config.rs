@@ -63,6 +63,11 @@ pub struct RelayConfig {
     pub tree_head_interval_secs: u64,
     /// What the relay accepts (frames, messages, queues, rates, timeouts).
     pub limits: Limits,
+    /// The organisation's administrator public keys (64 hex digits each),
+    /// under which `ward-relay admin role publish` checks a schedule before
+    /// storing it (spec/15). Devices check again under their own pinned
+    /// copy: this list only keeps mistakes out, it protects no one.
+    pub role_admin_keys: Vec<String>,
 }
 
 impl Default for RelayConfig {
@@ -76,6 +81,7 @@ impl Default for RelayConfig {
             log_format: LogFormat::default(),
             tree_head_interval_secs: DEFAULT_TREE_HEAD_INTERVAL_SECS,
             limits: Limits::default(),
+            role_admin_keys: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod config;
 pub mod keys;
 pub mod metrics;
+pub mod roles;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -106,6 +106,49 @@ enum AdminCommand {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// On-call role schedules, signed with an administrator key (spec/15).
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCommand {
+    /// Makes an administrator key (mode 0600) and prints its public key,
+    /// for `role_admin_keys` and the devices' configuration.
+    Keygen {
+        /// Where to write the key; never replaced.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Signs a schedule (TOML: role_id, display_name, department, version,
+    /// [[assignment]] user, from, to in seconds since the Unix epoch).
+    /// Needs only the key, not the relay.
+    Sign {
+        /// The administrator key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The schedule.
+        #[arg(long, value_name = "FILE")]
+        schedule: PathBuf,
+        /// Where to write the signed schedule; never replaced.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Checks a signed schedule under role_admin_keys and publishes it, if
+    /// its version is newer than the one held.
+    Publish {
+        /// The signed schedule.
+        file: PathBuf,
+    },
+    /// Who holds a role now, and its gaps and overlaps in the next 7 days.
+    Show {
+        /// The role id.
+        role: String,
+    },
+    /// Every role with a schedule.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +290,8 @@ enum CliError {
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error(transparent)]
+    Role(#[from] ward_relay::roles::RoleError),
+    #[error(transparent)]
     Server(#[from] ServerError),
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
@@ -328,6 +373,23 @@ fn open_storage(config: &RelayConfig) -> Result<SqliteStorage, CliError> {
 }
 
 fn run_admin(config: &RelayConfig, command: AdminCommand) -> Result<(), CliError> {
+    use ward_relay::roles;
+    // Making and using the administrator key needs no relay.
+    match &command {
+        AdminCommand::Role {
+            command: RoleCommand::Keygen { out },
+        } => {
+            println!("{}", roles::keygen(out)?);
+            return Ok(());
+        }
+        AdminCommand::Role {
+            command: RoleCommand::Sign { key, schedule, out },
+        } => {
+            println!("{}", roles::sign(key, schedule, out, now_ms()? / 1000)?);
+            return Ok(());
+        }
+        _ => {}
+    }
     let storage = open_storage(config)?;
     let storage: &dyn Storage = &storage;
     let out = match command {
@@ -358,6 +420,18 @@ fn run_admin(config: &RelayConfig, command: AdminCommand) -> Result<(), CliError
         AdminCommand::Queue {
             command: QueueCommand::Show { user },
         } => admin::show_queues(storage, &user)?.to_string(),
+        AdminCommand::Role {
+            command: RoleCommand::Publish { file },
+        } => roles::publish(storage, &config.role_admin_keys, &file, now_ms()?)?.to_string(),
+        AdminCommand::Role {
+            command: RoleCommand::Show { role },
+        } => roles::show(storage, &config.role_admin_keys, &role, now_ms()? / 1000)?.to_string(),
+        AdminCommand::Role {
+            command: RoleCommand::List,
+        } => roles::list(storage)?.to_string(),
+        AdminCommand::Role {
+            command: RoleCommand::Keygen { .. } | RoleCommand::Sign { .. },
+        } => unreachable!("handled before the storage is opened"),
     };
     println!("{out}");
     Ok(())

@@ -55,6 +55,7 @@ pub(crate) async fn dispatch(
                 Req::Ack(r) => ack(shared, &session, r).await,
                 Req::PrekeyStatus(_) => prekey_status(shared, &session).await,
                 Req::WipeDone(_) => wipe_done(shared, &session).await,
+                Req::GetRoleSchedule(r) => get_role_schedule(shared, r).await,
                 Req::Challenge(_) | Req::Authenticate(_) | Req::Enroll(_) => Err(Refusal::new(
                     ErrorCode::AlreadyAuthenticated,
                     "this connection is authenticated",
@@ -78,6 +79,7 @@ fn name(body: &Req) -> &'static str {
         Req::Ack(_) => "ack",
         Req::PrekeyStatus(_) => "prekey_status",
         Req::WipeDone(_) => "wipe_done",
+        Req::GetRoleSchedule(_) => "get_role_schedule",
     }
 }
 
@@ -451,6 +453,20 @@ async fn prekey_status(shared: &Arc<Shared>, session: &Arc<Session>) -> Handled 
     Ok(Resp::PrekeyCount(wire::PreKeyCount {
         one_time_prekeys: count,
         prekeys_low: count < u64::from(shared.limits.prekeys_low_threshold),
+    }))
+}
+
+/// Serves a role's latest schedule as it was signed; any authenticated
+/// device may read it (the schedule is not PHI, and senders need it).
+async fn get_role_schedule(shared: &Arc<Shared>, r: wire::GetRoleSchedule) -> Handled {
+    if r.role_id.is_empty() || r.role_id.len() > ward_core::limits::MAX_ROLE_ID_LEN {
+        return Err(Refusal::invalid("role_id must be 1 to 32 bytes"));
+    }
+    let record = shared
+        .storage(move |s| s.get_role_schedule(&r.role_id))
+        .await?;
+    Ok(Resp::RoleSchedule(wire::RoleSchedule {
+        signed: record.signed,
     }))
 }
 

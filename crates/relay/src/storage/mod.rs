@@ -37,6 +37,7 @@
 //! | [`enqueue`](Storage::enqueue) | one `Send` per recipient (size = that ciphertext's length); nothing for a duplicate, nothing for a refusal ([`StaleDevices`](StorageError::StaleDevices), ...) |
 //! | [`ack`](Storage::ack) | one `Acknowledgment` per deleted copy |
 //! | [`expire`](Storage::expire) | one `Expiry` per deleted copy |
+//! | [`publish_role_schedule`](Storage::publish_role_schedule) | `AdminAction`, detail `role=<role id> v=<version>` |
 //! | [`append_audit`](Storage::append_audit) | the given entries (authentication, delivery, refusals) |
 //!
 //! Prekey uploads are not audited: ward-audit has no event kind for them,
@@ -60,7 +61,7 @@ pub use self::sqlite::{DATABASE_FILE, SCHEMA_VERSION, SqliteStorage, StorageConf
 pub use self::types::{
     AckedMessage, Acknowledged, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey,
     EnqueueReceipt, ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy,
-    QueuedMessage, Revocation, Role, TOKEN_HASH_LEN, User,
+    QueuedMessage, Revocation, Role, RoleScheduleRecord, TOKEN_HASH_LEN, User,
 };
 
 /// The relay's storage. Methods are synchronous and block until done (for a
@@ -301,6 +302,25 @@ pub trait Storage: Send + Sync {
     /// expiry order, and returns them. Call again while it returns `limit`
     /// copies. Idempotency records of expired sends are dropped too.
     fn expire(&self, now: u64, limit: u32) -> Result<Vec<ExpiredMessage>>;
+
+    // ----- role schedules (spec/15) -----
+
+    /// Stores a role's signed schedule, replacing the one held if its
+    /// version is higher; a version not higher is
+    /// [`StorageError::AlreadyExists`] (`"role schedule version"`). The
+    /// caller has verified the signature; the storage keeps bytes.
+    fn publish_role_schedule(
+        &self,
+        record: &RoleScheduleRecord,
+        admin: Option<&UserId>,
+        now: u64,
+    ) -> Result<()>;
+
+    /// The latest schedule of a role, or [`StorageError::NotFound`].
+    fn get_role_schedule(&self, role_id: &str) -> Result<RoleScheduleRecord>;
+
+    /// Every role's latest schedule, ordered by role id.
+    fn list_role_schedules(&self) -> Result<Vec<RoleScheduleRecord>>;
 
     // ----- audit -----
 

@@ -327,3 +327,17 @@ pub struct AuditState {
     /// The earliest timestamp the next entry or head can carry.
     pub not_before_ms: u64,
 }
+
+/// A role's schedule as an administrator signed it (spec/15): the relay
+/// keeps the latest version per role and serves the bytes unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleScheduleRecord {
+    /// The role's directory name.
+    pub role_id: String,
+    /// The schedule's version.
+    pub version: u64,
+    /// `0x0e || SignedRoleSchedule`, as signed.
+    pub signed: Vec<u8>,
+    /// When it was published, ms since the Unix epoch.
+    pub published_at: u64,
+}

@@ -56,6 +56,7 @@
 //! pages when that costs no extra I/O; `foreign_keys = ON`.
 
 mod leaves;
+mod roles;
 mod schema;
 mod writer;
 
@@ -81,7 +82,7 @@ use super::error::{Result, StorageError};
 use super::types::{
     AckedMessage, Acknowledged, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey,
     EnqueueReceipt, ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy,
-    QueuedMessage, Revocation, Role, TOKEN_HASH_LEN, User,
+    QueuedMessage, Revocation, Role, RoleScheduleRecord, TOKEN_HASH_LEN, User,
 };
 
 /// The database file inside the data directory.
@@ -1422,6 +1423,25 @@ impl Storage for SqliteStorage {
                 ])?;
             Ok(head)
         })
+    }
+
+    fn publish_role_schedule(
+        &self,
+        record: &RoleScheduleRecord,
+        admin: Option<&UserId>,
+        now: u64,
+    ) -> Result<()> {
+        let now = check_int(now, "time out of range")?;
+        let (record, admin) = (record.clone(), admin.cloned());
+        self.write(0, move |tx| roles::publish(tx, &record, admin, now))
+    }
+
+    fn get_role_schedule(&self, role_id: &str) -> Result<RoleScheduleRecord> {
+        self.read(|conn| roles::get(conn, role_id))
+    }
+
+    fn list_role_schedules(&self) -> Result<Vec<RoleScheduleRecord>> {
+        self.read(roles::list)
     }
 
     fn audit_state(&self) -> Result<AuditState> {

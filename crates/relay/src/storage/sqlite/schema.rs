@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::storage::error::{Result, StorageError};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Version 1.
 const V1: &str = r#"
@@ -136,8 +136,20 @@ CREATE INDEX devices_by_pending_wipe ON devices (wipe_requested_at)
     WHERE wipe_requested_at IS NOT NULL;
 "#;
 
+/// Version 4: role schedules (spec/15), as an administrator signed them.
+/// The relay keeps the latest version of each role and serves its bytes;
+/// it cannot change them without the signature failing on every device.
+const V4: &str = r#"
+CREATE TABLE role_schedules (
+    role_id      TEXT PRIMARY KEY,
+    version      INTEGER NOT NULL,
+    signed       BLOB NOT NULL,
+    published_at INTEGER NOT NULL
+);
+"#;
+
 /// Every migration, in order.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4];
 
 fn current_version(conn: &Connection) -> Result<u32> {
     Ok(conn
