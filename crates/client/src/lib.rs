@@ -24,7 +24,9 @@ pub use self::connection::{Deliveries, RelayConnection};
 pub use self::content::{
     Attachment, AttachmentKey, Content, ContentError, Message, Priority, Receipt, ReceiptKind,
 };
-pub use self::messenger::{ConnectionState, Event, IncomingMessage, Messenger, MessengerOptions};
+pub use self::messenger::{
+    ConnectionState, Event, IncomingMessage, Messenger, MessengerOptions, RoleSend,
+};
 pub use self::store::{
     APPLICATION_ID, DeviceRecord, IdentityStatus, Insertion, KnownIdentity, MAX_NAME_LEN,
     MAX_VALUE_LEN, MessageRef, OutboxStatus, OutgoingMessage, PendingEvent, ReceivedMessage,
@@ -101,6 +103,16 @@ pub enum ClientError {
     /// this meanwhile.
     #[error("not connected to the relay")]
     Offline,
+    /// A role's schedule was refused (spec/15): it does not verify under the
+    /// configured administrator keys, or it would roll the role back.
+    #[error("role schedule refused: {0}")]
+    RoleSchedule(&'static str),
+    /// Nobody holds the role now: nothing was sent.
+    #[error("nobody holds the role {role_id} now")]
+    RoleUnheld {
+        /// The role.
+        role_id: String,
+    },
     /// The message is in the outbox, but the relay has not taken it yet:
     /// the connection is down, or the relay asked to wait (a rate limit, a
     /// full queue). The messenger sends it again, with this id, when it is

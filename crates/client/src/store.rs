@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod messages;
 mod records;
+mod roles;
 mod schema;
 
 use std::ffi::OsString;
@@ -25,8 +26,8 @@ pub use self::messages::{Insertion, MessageRef, OutboxStatus, OutgoingMessage, R
 pub use self::records::{DeviceRecord, IdentityStatus, KnownIdentity, RelayInfo, SignedPreKeyInfo};
 
 /// The store format this build writes (`meta.format`). It reads this one
-/// and format 1, which it upgrades on open (spec/11, "Formats").
-pub const STORE_FORMAT: u8 = 2;
+/// and formats 1 and 2, which it upgrades on open (spec/11, "Formats").
+pub const STORE_FORMAT: u8 = 3;
 
 /// The version byte of every sealed value's associated data (spec/11,
 /// "Sealed values"); unchanged since format 1, so that an upgrade rewrites
@@ -261,6 +262,10 @@ impl Store {
             if format == 1 {
                 upgrade_1_to_2(&tx, &keys)?;
             }
+            if format <= 2 {
+                schema::upgrade_2_to_3(&tx)?;
+                tx.execute("UPDATE meta SET format = ?1 WHERE id = 1", [STORE_FORMAT])?;
+            }
             (salt, key_check, keys)
         };
         tx.commit()?;
@@ -429,11 +434,11 @@ fn upgrade_1_to_2(conn: &Connection, keys: &Keys) -> Result<()> {
     for message in messages::unacknowledged_in(conn, keys)? {
         events::push(conn, keys, &PendingEvent::Received(message))?;
     }
-    conn.execute("UPDATE meta SET format = ?1 WHERE id = 1", [STORE_FORMAT])?;
+    conn.execute("UPDATE meta SET format = 2 WHERE id = 1", [])?;
     Ok(())
 }
 
-/// `meta`: the format (1 or 2), the salt and the key check.
+/// `meta`: the format (1, 2 or 3), the salt and the key check.
 fn read_meta(conn: &Connection) -> Result<(u8, [u8; SALT_LEN], [u8; 32])> {
     // A database with Ward's application id but no `meta` table is damaged.
     let mut stmt = conn
@@ -443,7 +448,7 @@ fn read_meta(conn: &Connection) -> Result<(u8, [u8; SALT_LEN], [u8; 32])> {
     let row = rows.next()?.ok_or_else(|| corrupt("meta", "no meta row"))?;
     let found = codec::integer(row, 0, "meta")?;
     let format = match u8::try_from(found) {
-        Ok(format @ (1 | STORE_FORMAT)) => format,
+        Ok(format @ (1 | 2 | STORE_FORMAT)) => format,
         _ => return Err(StoreError::UnsupportedFormat { found }),
     };
     let salt = codec::blob_n::<SALT_LEN>(row, 1, "meta")?;

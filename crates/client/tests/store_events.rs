@@ -151,8 +151,8 @@ fn a_locked_store_refuses_the_queue() {
 fn make_format_1(path: &std::path::Path) {
     edit(
         path,
-        "DROP TABLE events; DELETE FROM counters WHERE name = 'next_event_seq'; \
-         UPDATE meta SET format = 1;",
+        "DROP TABLE events; DROP TABLE role_schedules; \
+         DELETE FROM counters WHERE name = 'next_event_seq'; UPDATE meta SET format = 1;",
     );
 }
 
@@ -187,6 +187,33 @@ fn a_store_of_format_1_is_upgraded_once_and_reports_its_unacknowledged_messages(
 }
 
 #[test]
+fn a_store_of_format_2_gains_its_role_schedules_and_keeps_everything_else() {
+    let (_dir, path, mut store) = new_store();
+    store.push_event(&received(7)).unwrap();
+    drop(store);
+    edit(
+        &path,
+        "DROP TABLE role_schedules; UPDATE meta SET format = 2",
+    );
+    let mut store = Store::open(&path, &key()).unwrap();
+    assert_eq!(store.pending_events().unwrap(), vec![(1, received(7))]);
+    assert_eq!(store.role_schedule("cardiology-oncall").unwrap(), None);
+    store
+        .put_role_schedule("cardiology-oncall", b"signed bytes")
+        .unwrap();
+    drop(store);
+    assert_eq!(
+        read_integer(&path, "SELECT format FROM meta"),
+        i64::from(STORE_FORMAT)
+    );
+    let store = Store::open(&path, &key()).unwrap();
+    assert_eq!(
+        store.role_schedule("cardiology-oncall").unwrap().as_deref(),
+        Some(&b"signed bytes"[..])
+    );
+}
+
+#[test]
 fn an_upgrade_needs_the_right_key_and_a_store_of_format_1() {
     let (_dir, path, store) = new_store();
     drop(store);
@@ -212,6 +239,19 @@ fn an_upgrade_needs_the_right_key_and_a_store_of_format_1() {
     ));
     // Format 2 without its event queue is not format 2.
     edit(&path, "DROP TABLE events; UPDATE meta SET format = 2");
+    assert!(matches!(
+        Store::open(&path, &key()),
+        Err(StoreError::Corrupt {
+            table: "schema",
+            ..
+        })
+    ));
+    // Format 2 with the role schedules of format 3 is neither.
+    edit(
+        &path,
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, value BLOB NOT NULL) STRICT; \
+         CREATE TABLE role_schedules (tag BLOB PRIMARY KEY, value BLOB NOT NULL) STRICT",
+    );
     assert!(matches!(
         Store::open(&path, &key()),
         Err(StoreError::Corrupt {

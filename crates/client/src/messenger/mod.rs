@@ -18,6 +18,7 @@ mod event;
 mod link;
 mod prekeys;
 mod receive;
+mod roles;
 mod send;
 
 use std::collections::VecDeque;
@@ -32,6 +33,7 @@ use zeroize::Zeroizing;
 pub use self::event::{ConnectionState, Event, IncomingMessage};
 use self::link::{Link, Owed, is_connection_failure};
 use self::receive::HandedOut;
+pub use self::roles::RoleSend;
 use crate::store::{DeviceRecord, RelayInfo, StorageKey, Store};
 use crate::{ClientError, RelayConnection};
 
@@ -92,6 +94,10 @@ pub struct MessengerOptions {
     /// full queue, a recipient device without prekeys) the outbox is sent
     /// again while connected. Default 15 seconds.
     pub outbox_retry: Duration,
+    /// The organisation's administrator public keys, under which role
+    /// schedules must verify (spec/15). Pinned here by the app, never
+    /// taken from the relay. Default: none (roles cannot be used).
+    pub role_admin_keys: Vec<[u8; 32]>,
 }
 
 impl Default for MessengerOptions {
@@ -110,6 +116,7 @@ impl Default for MessengerOptions {
             reconnect_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(20),
             outbox_retry: Duration::from_secs(15),
+            role_admin_keys: Vec::new(),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The store's SQLite schema (spec/11, "Tables"), and the upgrade of a
-//! store of format 1 to format 2.
+//! The store's SQLite schema (spec/11, "Tables"), and the upgrades of
+//! stores of formats 1 and 2.
 
 use rusqlite::Connection;
 
@@ -71,10 +71,20 @@ CREATE TABLE events (
 ) STRICT;
 ";
 
-/// Creates the schema of the current format (2) in an empty database.
+/// What format 3 adds to format 2: the role schedules taken (spec/15,
+/// ROLE-4), so that a relay cannot roll one back across restarts.
+const ROLE_SCHEDULES_TABLE: &str = "\
+CREATE TABLE role_schedules (
+    tag BLOB PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+";
+
+/// Creates the schema of the current format (3) in an empty database.
 pub(super) fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA_1)?;
     conn.execute_batch(EVENTS_TABLE)?;
+    conn.execute_batch(ROLE_SCHEDULES_TABLE)?;
     Ok(())
 }
 
@@ -82,6 +92,12 @@ pub(super) fn create(conn: &Connection) -> Result<()> {
 /// fills the new table and sets `meta.format` in the same transaction.
 pub(super) fn upgrade_1_to_2(conn: &Connection) -> Result<()> {
     conn.execute_batch(EVENTS_TABLE)?;
+    Ok(())
+}
+
+/// Upgrades the schema of a store of format 2 to format 3.
+pub(super) fn upgrade_2_to_3(conn: &Connection) -> Result<()> {
+    conn.execute_batch(ROLE_SCHEDULES_TABLE)?;
     Ok(())
 }
 
@@ -97,12 +113,16 @@ fn schema_rows(conn: &Connection) -> Result<Vec<SchemaRow>> {
     rows.map_err(|_| corrupt("schema", "unreadable schema"))
 }
 
-/// Refuses a database whose schema is not exactly that of `format` (1 or
-/// 2): no extra table, index, trigger or view, no changed column (STO-14).
+/// Refuses a database whose schema is not exactly that of `format` (1, 2
+/// or 3): no extra table, index, trigger or view, no changed column (STO-14).
 pub(super) fn check(conn: &Connection, format: u8) -> Result<()> {
     let expected = Connection::open_in_memory()?;
     match format {
         1 => expected.execute_batch(SCHEMA_1)?,
+        2 => {
+            expected.execute_batch(SCHEMA_1)?;
+            expected.execute_batch(EVENTS_TABLE)?;
+        }
         _ => create(&expected)?,
     }
     if schema_rows(conn)? == schema_rows(&expected)? {
