@@ -61,10 +61,15 @@ pub struct WardOptions {
     /// 15 seconds.
     #[uniffi(default = 15000)]
     pub outbox_retry_ms: u64,
+    /// The organisation's administrator public keys (32 bytes each), under
+    /// which role schedules must verify. Pinned by the app, never taken
+    /// from the relay; without any, roles cannot be used. Default none.
+    #[uniffi(default = [])]
+    pub role_admin_keys: Vec<Vec<u8>>,
 }
 
 /// The messenger's options from the foreign ones (`None`: the defaults).
-fn messenger_options(options: Option<WardOptions>) -> MessengerOptions {
+fn messenger_options(options: Option<WardOptions>) -> Result<MessengerOptions> {
     {
         let defaults = MessengerOptions::default();
         let Some(WardOptions {
@@ -77,11 +82,19 @@ fn messenger_options(options: Option<WardOptions>) -> MessengerOptions {
             reconnect_max_ms,
             request_timeout_ms,
             outbox_retry_ms,
+            role_admin_keys,
         }) = options
         else {
-            return defaults;
+            return Ok(defaults);
         };
-        MessengerOptions {
+        let role_admin_keys = role_admin_keys
+            .iter()
+            .map(|key| {
+                <[u8; 32]>::try_from(key.as_slice())
+                    .map_err(|_| WardError::invalid("an administrator key is not 32 bytes"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MessengerOptions {
             server_name,
             send_delivery_receipts,
             auto_lock_after: (auto_lock_after_ms > 0)
@@ -92,9 +105,21 @@ fn messenger_options(options: Option<WardOptions>) -> MessengerOptions {
             reconnect_max: Duration::from_millis(reconnect_max_ms),
             request_timeout: Duration::from_millis(request_timeout_ms),
             outbox_retry: Duration::from_millis(outbox_retry_ms),
+            role_admin_keys,
             ..defaults
-        }
+        })
     }
+}
+
+/// A message sent to a role, and who held the role when it went.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct WardRoleSend {
+    /// The message id (16 bytes).
+    pub message_id: Vec<u8>,
+    /// The users it was sent to.
+    pub holders: Vec<String>,
+    /// The version of the schedule they were read from.
+    pub schedule_version: u64,
 }
 
 /// Receives a device's events on the runtime's task (see
@@ -318,7 +343,7 @@ impl WardDevice {
         let pin = fingerprint(&fingerprint_hex)?;
         runtime::run(move || async move {
             let addr = relay_address(&relay_addr).await?;
-            let options = messenger_options(options);
+            let options = messenger_options(options)?;
             let messenger =
                 Messenger::enroll(&store_path, &key, addr, pin, token.as_str(), options).await?;
             Ok(Self::new(messenger))
@@ -336,7 +361,7 @@ impl WardDevice {
     ) -> Result<Arc<Self>> {
         let key = self::storage_key(storage_key)?;
         runtime::run(move || async move {
-            let messenger = Messenger::open(&store_path, &key, messenger_options(options)).await?;
+            let messenger = Messenger::open(&store_path, &key, messenger_options(options)?).await?;
             Ok(Self::new(messenger))
         })
         .await
@@ -358,6 +383,34 @@ impl WardDevice {
             Message::text(text)
         };
         self.send(users, message).await
+    }
+
+    /// Sends `text` to whoever holds the on-call role `role_id` now
+    /// (spec/15): the role's schedule is fetched, verified under
+    /// [`WardOptions::role_admin_keys`] and resolved at this moment.
+    /// Returns the message id and the users it went to.
+    /// [`WardError::RoleRefused`] if the schedule does not verify or would
+    /// roll the role back; [`WardError::RoleUnheld`] if nobody holds it.
+    pub async fn send_to_role(
+        self: Arc<Self>,
+        role_id: String,
+        text: String,
+        urgent: bool,
+    ) -> Result<WardRoleSend> {
+        let message = if urgent {
+            Message::urgent(text)
+        } else {
+            Message::text(text)
+        };
+        self.with(async move |m| {
+            let sent = m.send_to_role(&role_id, message).await?;
+            Ok(WardRoleSend {
+                message_id: sent.message_id.to_vec(),
+                holders: sent.holders,
+                schedule_version: sent.version,
+            })
+        })
+        .await
     }
 
     /// [`WardDevice::send_text`] for a message with attachments.

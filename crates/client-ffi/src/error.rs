@@ -79,6 +79,20 @@ pub enum WardError {
     /// A recipient device has published no prekeys yet: retry later.
     #[error("a recipient device cannot be reached yet")]
     Unreachable,
+    /// A role's schedule was refused: it does not verify under the pinned
+    /// administrator keys (a forged schedule), it would roll the role back,
+    /// or no key is pinned.
+    #[error("role schedule refused: {detail}")]
+    RoleRefused {
+        /// Why.
+        detail: String,
+    },
+    /// Nobody holds the role now; nothing was sent.
+    #[error("nobody holds the role {role_id} now")]
+    RoleUnheld {
+        /// The role.
+        role_id: String,
+    },
     /// The device was closed or wiped.
     #[error("the device is closed")]
     Closed,
@@ -144,6 +158,10 @@ impl From<ClientError> for WardError {
             ClientError::AlreadyEnrolled => Self::AlreadyEnrolled,
             ClientError::UnknownContact => Self::UnknownContact,
             ClientError::NoBundle => Self::Unreachable,
+            ClientError::RoleSchedule(why) => Self::RoleRefused {
+                detail: why.to_owned(),
+            },
+            ClientError::RoleUnheld { role_id } => Self::RoleUnheld { role_id },
             e => Self::Internal {
                 detail: e.to_string(),
             },

@@ -429,5 +429,96 @@ class RelayFaultTest(unittest.IsolatedAsyncioTestCase):
             await bounded(device.shutdown())
 
 
+def relay_cli(*args):
+    """Runs `ward-relay ARGS...`, which must succeed; returns its output."""
+    out = subprocess.run(
+        [RELAY, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "RUST_LOG": "off"},
+    )
+    return out.stdout.strip()
+
+
+class RoleTest(unittest.IsolatedAsyncioTestCase):
+    """On-call roles (spec/15): an administrator key kept off the relay, a
+    schedule signed with it and published, a send to whoever holds the role;
+    a relay that trusts another key cannot redirect the role."""
+
+    async def asyncSetUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ward-ffi-roles-")
+        self.data = os.path.join(self.tmp, "relay")
+        for user in ("nurse.diaz", "dr.adams", "dr.baker"):
+            admin(self.data, "user", "add", user, "--role", "clinician")
+        self.relay, self.addr, self.fingerprint = start_relay(self.data)
+
+    async def asyncTearDown(self):
+        stop_relay(self.relay)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def keygen(self, name):
+        return relay_cli("--data-dir", self.data, "admin", "role", "keygen", "--out", self.path(name))
+
+    def sign_and_publish(self, key_name, trusted_public, version, holder):
+        import time
+
+        now = int(time.time())
+        schedule = self.path(f"schedule-{version}.toml")
+        with open(schedule, "w") as f:
+            f.write(
+                'role_id = "cardiology-oncall"\n'
+                'display_name = "On-call cardiology"\n'
+                f"version = {version}\n"
+                "[[assignment]]\n"
+                f'user = "{holder}"\n'
+                f"from = {now - 3600}\n"
+                f"to = {now + 3600}\n"
+            )
+        signed = self.path(f"schedule-{version}.signed")
+        relay_cli("admin", "role", "sign", "--key", self.path(key_name), "--schedule", schedule, "--out", signed)
+        config = self.path(f"relay-{version}.toml")
+        with open(config, "w") as f:
+            f.write(f'data_dir = "{self.data}"\nrole_admin_keys = ["{trusted_public}"]\n')
+        return relay_cli("--config", config, "admin", "role", "publish", signed)
+
+    async def enroll(self, user, n, role_keys=()):
+        token = issue_token(self.data, user)
+        opts = WardOptions(auto_lock_after_ms=0, role_admin_keys=list(role_keys))
+        return await bounded(
+            WardDevice.enroll(self.path(f"{user}.ward"), key(n), self.addr, self.fingerprint, token, opts)
+        )
+
+    async def test_a_message_to_a_role_reaches_its_holder_and_a_forged_schedule_is_refused(self):
+        public = self.keygen("admin.key")
+        published = self.sign_and_publish("admin.key", public, 1, "dr.adams")
+        self.assertEqual(published, "role cardiology-oncall version 1: 1 assignments")
+        nurse = await self.enroll("nurse.diaz", 1, [bytes.fromhex(public)])
+        adams = await self.enroll("dr.adams", 2)
+        baker = await self.enroll("dr.baker", 3)
+
+        sent = await bounded(nurse.send_to_role("cardiology-oncall", "Bed 4: chest pain", True))
+        self.assertEqual(sent.holders, ["dr.adams"])
+        self.assertEqual(sent.schedule_version, 1)
+        got = await next_message(adams)
+        self.assertEqual((got.message_id, got.text, got.urgent), (sent.message_id, "Bed 4: chest pain", True))
+
+        # The relay's operator is made to trust another key, and publishes
+        # a schedule that sends the role to Dr Baker: the nurse's device,
+        # which pinned the organisation's key, refuses it and sends nothing.
+        forger = self.keygen("forger.key")
+        self.sign_and_publish("forger.key", forger, 2, "dr.baker")
+        with self.assertRaises(WardError.RoleRefused):
+            await bounded(nurse.send_to_role("cardiology-oncall", "redirected?", False))
+        with self.assertRaises(asyncio.TimeoutError):
+            await asyncio.wait_for(next_message(baker), 1.0)
+        for device in (nurse, adams, baker):
+            await bounded(device.shutdown())
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
