@@ -136,6 +136,35 @@ enum RoleCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Turns an iCalendar rota (.ics) into a schedule file to check and
+    /// sign: each event's ATTENDEE (mailto:) or mapped SUMMARY is the
+    /// holder. An event that cannot be mapped fails the import, naming it.
+    Import {
+        /// The .ics file.
+        #[arg(long, value_name = "FILE")]
+        ics: PathBuf,
+        /// The role id, e.g. cardiology-oncall.
+        #[arg(long)]
+        role: String,
+        /// What people read, e.g. "On-call cardiology".
+        #[arg(long)]
+        display_name: String,
+        /// The department.
+        #[arg(long, default_value = "")]
+        department: String,
+        /// The version the schedule gets: above the published one.
+        #[arg(long)]
+        version: u64,
+        /// IANA time zone of floating times and all-day events.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// SUMMARY=USER for events without an ATTENDEE (repeatable).
+        #[arg(long = "map", value_name = "SUMMARY=USER", value_parser = ward_relay::roles::parse_map)]
+        map: Vec<(String, String)>,
+        /// Where to write the schedule; never replaced.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Checks a signed schedule under role_admin_keys and publishes it, if
     /// its version is newer than the one held.
     Publish {
@@ -388,6 +417,30 @@ fn run_admin(config: &RelayConfig, command: AdminCommand) -> Result<(), CliError
             println!("{}", roles::sign(key, schedule, out, now_ms()? / 1000)?);
             return Ok(());
         }
+        AdminCommand::Role {
+            command:
+                RoleCommand::Import {
+                    ics,
+                    role,
+                    display_name,
+                    department,
+                    version,
+                    timezone,
+                    map,
+                    out,
+                },
+        } => {
+            let options = roles::ImportOptions {
+                role_id: role.clone(),
+                display_name: display_name.clone(),
+                department: department.clone(),
+                version: *version,
+                timezone: timezone.clone(),
+                map: map.clone(),
+            };
+            println!("{}", roles::import(ics, &options, out)?);
+            return Ok(());
+        }
         _ => {}
     }
     let storage = open_storage(config)?;
@@ -430,7 +483,8 @@ fn run_admin(config: &RelayConfig, command: AdminCommand) -> Result<(), CliError
             command: RoleCommand::List,
         } => roles::list(storage)?.to_string(),
         AdminCommand::Role {
-            command: RoleCommand::Keygen { .. } | RoleCommand::Sign { .. },
+            command:
+                RoleCommand::Keygen { .. } | RoleCommand::Sign { .. } | RoleCommand::Import { .. },
         } => unreachable!("handled before the storage is opened"),
     };
     println!("{out}");

@@ -239,3 +239,173 @@ async fn an_administrator_signs_and_publishes_and_devices_get_the_signed_bytes()
         "publishing is audited"
     );
 }
+
+const ROTA: &str = "BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Rota//EN\r
+BEGIN:VEVENT\r
+UID:shift-1\r
+SUMMARY:Adams\r
+DTSTART;TZID=America/New_York:20261207T070000\r
+DTEND;TZID=America/New_York:20261207T190000\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+UID:shift-2\r
+ATTENDEE;CN=Dr Baker:mailto:dr.baker@clinic.example\r
+DTSTART:20261208T000000Z\r
+DTEND:20261208T120000Z\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+UID:shift-3\r
+SUMMARY:Chen\r
+DTSTART;VALUE=DATE:20261209\r
+DTEND;VALUE=DATE:20261210\r
+END:VEVENT\r
+END:VCALENDAR\r
+";
+
+fn utc(text: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp() as u64
+}
+
+#[test]
+fn an_ics_rota_becomes_a_schedule_and_nothing_in_it_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = dir.path().join("none.toml");
+    std::fs::write(&none, "").unwrap();
+    let ics = dir.path().join("rota.ics");
+    std::fs::write(&ics, ROTA).unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let import = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "admin",
+            "role",
+            "import",
+            "--ics",
+            ics.to_str().unwrap(),
+            "--role",
+            "cardiology-oncall",
+            "--display-name",
+            "On-call cardiology",
+            "--version",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        args.push("--out");
+        let out = path(out);
+        let mut owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        owned.push(out);
+        run(&none, &owned.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // Chen's shift maps to nobody: the import fails, naming the event.
+    let out = import(
+        "partial.toml",
+        &[
+            "--map",
+            "Adams=dr.adams@clinic.example",
+            "--timezone",
+            "America/New_York",
+        ],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("event shift-3: no ATTENDEE, and SUMMARY \"Chen\" is not in --map"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("partial.toml").exists());
+    // An all-day event without a time zone: refused, not guessed.
+    let out = import(
+        "nozone.toml",
+        &[
+            "--map",
+            "Adams=dr.adams@clinic.example",
+            "--map",
+            "Chen=dr.chen@clinic.example",
+        ],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("event shift-3: DTSTART has no time zone: give --timezone"),
+        "{stderr}"
+    );
+
+    let out = import(
+        "schedule.toml",
+        &[
+            "--map",
+            "Adams=dr.adams@clinic.example",
+            "--map",
+            "Chen=dr.chen@clinic.example",
+            "--timezone",
+            "America/New_York",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("3 assignments written")
+    );
+    let schedule = ward_relay::roles::read_schedule(&dir.path().join("schedule.toml"), 0).unwrap();
+    let got: Vec<(&str, u64, u64)> = schedule
+        .assignments
+        .iter()
+        .map(|a| (a.user_id.as_str(), a.starts_at, a.ends_at))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "dr.adams@clinic.example",
+                utc("2026-12-07T12:00:00Z"),
+                utc("2026-12-08T00:00:00Z")
+            ),
+            (
+                "dr.baker@clinic.example",
+                utc("2026-12-08T00:00:00Z"),
+                utc("2026-12-08T12:00:00Z")
+            ),
+            (
+                "dr.chen@clinic.example",
+                utc("2026-12-09T05:00:00Z"),
+                utc("2026-12-10T05:00:00Z")
+            ),
+        ]
+    );
+    // The gap between Dr Baker and Dr Chen is shown, not hidden.
+    assert_eq!(
+        schedule.gaps(utc("2026-12-07T12:00:00Z"), utc("2026-12-10T05:00:00Z")),
+        [ward_core::Interval {
+            from: utc("2026-12-08T12:00:00Z"),
+            to: utc("2026-12-09T05:00:00Z")
+        }]
+    );
+    // And the file signs as any schedule.
+    let key = path("admin.key");
+    ok(&none, &["admin", "role", "keygen", "--out", &key]);
+    let signed = ok(
+        &none,
+        &[
+            "admin",
+            "role",
+            "sign",
+            "--key",
+            &key,
+            "--schedule",
+            &path("schedule.toml"),
+            "--out",
+            &path("s.signed"),
+        ],
+    );
+    assert_eq!(
+        signed.trim(),
+        "role cardiology-oncall version 3: 3 assignments"
+    );
+}

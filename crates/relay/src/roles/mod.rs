@@ -7,6 +7,8 @@
 //! directory and checks the signature under the configured administrator
 //! keys before storing anything.
 
+mod ics;
+
 use std::fmt;
 use std::path::Path;
 
@@ -16,6 +18,8 @@ use ward_core::{AdminKey, Assignment, Interval, RoleSchedule};
 use crate::admin::Utc;
 use crate::keys::write_new_file;
 use crate::storage::{RoleScheduleRecord, Storage, StorageError};
+
+pub use self::ics::{ImportOptions, Imported, import, parse_map};
 
 /// The largest schedule file read, in bytes.
 const MAX_SCHEDULE_FILE_LEN: u64 = 16 * 1024 * 1024;
@@ -54,6 +58,10 @@ pub enum RoleError {
     /// A configured administrator key is not 64 hexadecimal digits.
     #[error("role_admin_keys: {0:?} is not 64 hexadecimal digits")]
     BadAdminKey(String),
+    /// An iCalendar file could not be turned into a schedule; names the
+    /// event and why.
+    #[error("import: {0}")]
+    Import(String),
     /// The storage refused or failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
