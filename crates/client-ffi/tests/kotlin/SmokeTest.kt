@@ -1,7 +1,8 @@
 // Smoke test of ward-client-ffi's Kotlin bindings on the JVM, against a real
 // relay: two users enroll, exchange messages through `ward-relay` on
-// 127.0.0.1, a listener hears one, and a refused send and a wrong storage key
-// come back as typed exceptions.
+// 127.0.0.1, a listener hears one, a message to an on-call role reaches its
+// holder (a schedule signed with `ward-relay admin role`), and a refused send
+// and a wrong storage key come back as typed exceptions.
 //
 // Run by scripts/ffi-test.sh, which compiles it with the generated bindings
 // and sets:
@@ -31,13 +32,15 @@ val relayBinary: String = System.getenv("WARD_RELAY") ?: error("WARD_RELAY is no
 fun relayCommand(vararg args: String): ProcessBuilder =
     ProcessBuilder(listOf(relayBinary) + args).also { it.environment()["RUST_LOG"] = "off" }
 
-fun admin(data: File, vararg args: String): String {
-    val process = relayCommand("--data-dir", data.path, "admin", *args)
+fun admin(data: File, vararg args: String): String = relayCli("--data-dir", data.path, "admin", *args)
+
+fun relayCli(vararg args: String): String {
+    val process = relayCommand(*args)
         .redirectError(ProcessBuilder.Redirect.DISCARD)
         .start()
     val out = CompletableFuture.supplyAsync { process.inputStream.bufferedReader().readText() }
-    check(process.waitFor(TIMEOUT_S, TimeUnit.SECONDS)) { "ward-relay admin ${args.toList()} hung" }
-    check(process.exitValue() == 0) { "ward-relay admin ${args.toList()} failed" }
+    check(process.waitFor(TIMEOUT_S, TimeUnit.SECONDS)) { "ward-relay ${args.toList()} hung" }
+    check(process.exitValue() == 0) { "ward-relay ${args.toList()} failed" }
     return out.get(TIMEOUT_S, TimeUnit.SECONDS)
 }
 
@@ -79,6 +82,23 @@ fun main() {
     val aliceToken = issueToken(data, "alice")
     val bobToken = issueToken(data, "bob")
 
+    // On-call cardiology, held by Bob now: an administrator key made and
+    // used apart from the relay, the schedule published under it.
+    val adminKey = File(tmp, "admin.key").path
+    val adminPublic = relayCli("--data-dir", data.path, "admin", "role", "keygen", "--out", adminKey).trim()
+    val now = System.currentTimeMillis() / 1000
+    val schedule = File(tmp, "oncall.toml")
+    schedule.writeText(
+        "role_id = \"cardiology-oncall\"\ndisplay_name = \"On-call cardiology\"\nversion = 1\n" +
+            "[[assignment]]\nuser = \"bob\"\nfrom = ${now - 3600}\nto = ${now + 3600}\n",
+    )
+    val signed = File(tmp, "oncall.signed").path
+    relayCli("admin", "role", "sign", "--key", adminKey, "--schedule", schedule.path, "--out", signed)
+    val config = File(tmp, "relay.toml")
+    config.writeText("data_dir = \"${data.path}\"\nrole_admin_keys = [\"$adminPublic\"]\n")
+    relayCli("--config", config.path, "admin", "role", "publish", signed)
+    val pinned = adminPublic.chunked(2).map { it.toInt(16).toByte() }.toByteArray()
+
     val relay = relayCommand("serve", "--bind", "127.0.0.1:0", "--data-dir", data.path)
         .redirectError(ProcessBuilder.Redirect.DISCARD)
         .start()
@@ -91,7 +111,8 @@ fun main() {
         runBlocking {
             withTimeout(TIMEOUT_S * 3000) {
                 val aliceStore = File(tmp, "alice.ward").path
-                val alice = WardDevice.enroll(aliceStore, key(1), addr, fingerprint, aliceToken, options())
+                val aliceOptions = WardOptions(autoLockAfterMs = 0uL, roleAdminKeys = listOf(pinned))
+                val alice = WardDevice.enroll(aliceStore, key(1), addr, fingerprint, aliceToken, aliceOptions)
                 val bob = WardDevice.enroll(File(tmp, "bob.ward").path, key(2), addr, fingerprint, bobToken, options())
                 check(alice.user() == "alice" && bob.user() == "bob")
 
@@ -117,6 +138,12 @@ fun main() {
                 check(!heard.urgent && heard.senderUser == "bob")
                 alice.stopListening()
                 check(listener.errors.tryReceive().isFailure) { "the listener reported an error" }
+
+                // To whoever holds the role now: Bob.
+                val toRole = alice.sendToRole("cardiology-oncall", "Bed 7: troponin rising", true)
+                check(toRole.holders == listOf("bob")) { "holders ${toRole.holders}" }
+                val paged = nextMessage(bob)
+                check(paged.messageId.contentEquals(toRole.messageId) && paged.text == "Bed 7: troponin rising")
 
                 // Typed errors.
                 try {
