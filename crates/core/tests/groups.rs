@@ -440,6 +440,13 @@ fn groups_survive_serialization() {
     assert_eq!(team.devices[2].group().name(), "renamed");
     let shown = format!("{:?}", team.devices[0].group());
     assert!(!shown.contains("renamed"), "{shown}");
+    let wire = team.send(0, b"K+ 6.1");
+    let opened = team.devices[1].group().decrypt(&wire).unwrap();
+    let shown = format!("{opened:?}");
+    assert!(
+        !shown.contains("75, 43") && !shown.contains("K+"),
+        "{shown}"
+    );
 }
 
 proptest! {

@@ -42,7 +42,7 @@ use ward_relay::config::{ConfigError, LogFormat, Overrides, RelayConfig};
 use ward_relay::keys::{self, KeyError};
 use ward_relay::metrics::{self, Metrics};
 use ward_relay::server::{self, ServerError};
-use ward_relay::storage::{SqliteStorage, Storage, StorageError};
+use ward_relay::storage::{SqliteStorage, StorageError};
 use ward_relay::tls::TlsError;
 
 /// Ward's self-hostable relay.
@@ -402,60 +402,19 @@ fn open_storage(config: &RelayConfig) -> Result<SqliteStorage, CliError> {
 }
 
 fn run_admin(config: &RelayConfig, command: AdminCommand) -> Result<(), CliError> {
-    use ward_relay::roles;
-    // Making and using the administrator key needs no relay.
-    match &command {
-        AdminCommand::Role {
-            command: RoleCommand::Keygen { out },
-        } => {
-            println!("{}", roles::keygen(out)?);
-            return Ok(());
-        }
-        AdminCommand::Role {
-            command: RoleCommand::Sign { key, schedule, out },
-        } => {
-            println!("{}", roles::sign(key, schedule, out, now_ms()? / 1000)?);
-            return Ok(());
-        }
-        AdminCommand::Role {
-            command:
-                RoleCommand::Import {
-                    ics,
-                    role,
-                    display_name,
-                    department,
-                    version,
-                    timezone,
-                    map,
-                    out,
-                },
-        } => {
-            let options = roles::ImportOptions {
-                role_id: role.clone(),
-                display_name: display_name.clone(),
-                department: department.clone(),
-                version: *version,
-                timezone: timezone.clone(),
-                map: map.clone(),
-            };
-            println!("{}", roles::import(ics, &options, out)?);
-            return Ok(());
-        }
-        _ => {}
-    }
-    let storage = open_storage(config)?;
-    let storage: &dyn Storage = &storage;
+    // Opened by the commands that use it: role keys need no relay.
+    let storage = || open_storage(config);
     let out = match command {
         AdminCommand::User {
             command: UserCommand::Add { id, role },
-        } => admin::add_user(storage, &id, &role, now_ms()?)?.to_string(),
+        } => admin::add_user(&storage()?, &id, &role, now_ms()?)?.to_string(),
         AdminCommand::User {
             command: UserCommand::List,
-        } => admin::list_users(storage)?.to_string(),
+        } => admin::list_users(&storage()?)?.to_string(),
         AdminCommand::Token {
             command: TokenCommand::Issue { user, valid_hours },
         } => {
-            let issued = admin::issue_token(storage, &user, valid_hours, now_ms()?)?;
+            let issued = admin::issue_token(&storage()?, &user, valid_hours, now_ms()?)?;
             tracing::info!(user = issued.user.as_str(), "issued an enrollment token");
             // The one place the token is shown.
             println!("{issued}");
@@ -463,29 +422,60 @@ fn run_admin(config: &RelayConfig, command: AdminCommand) -> Result<(), CliError
         }
         AdminCommand::Device {
             command: DeviceCommand::List { user },
-        } => admin::list_devices(storage, &user)?.to_string(),
+        } => admin::list_devices(&storage()?, &user)?.to_string(),
         AdminCommand::Device {
             command: DeviceCommand::Revoke { device },
-        } => admin::revoke_device(storage, &device, now_ms()?)?.to_string(),
+        } => admin::revoke_device(&storage()?, &device, now_ms()?)?.to_string(),
         AdminCommand::Device {
             command: DeviceCommand::Wipe { device },
-        } => admin::wipe_device(storage, &device, now_ms()?)?.to_string(),
+        } => admin::wipe_device(&storage()?, &device, now_ms()?)?.to_string(),
         AdminCommand::Queue {
             command: QueueCommand::Show { user },
-        } => admin::show_queues(storage, &user)?.to_string(),
-        AdminCommand::Role {
-            command: RoleCommand::Publish { file },
-        } => roles::publish(storage, &config.role_admin_keys, &file, now_ms()?)?.to_string(),
-        AdminCommand::Role {
-            command: RoleCommand::Show { role },
-        } => roles::show(storage, &config.role_admin_keys, &role, now_ms()? / 1000)?.to_string(),
-        AdminCommand::Role {
-            command: RoleCommand::List,
-        } => roles::list(storage)?.to_string(),
-        AdminCommand::Role {
-            command:
-                RoleCommand::Keygen { .. } | RoleCommand::Sign { .. } | RoleCommand::Import { .. },
-        } => unreachable!("handled before the storage is opened"),
+        } => admin::show_queues(&storage()?, &user)?.to_string(),
+        AdminCommand::Role { command } => return run_role(config, command),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// `admin role ...`: making and using the administrator key needs no relay,
+/// so only the commands that read or change the directory open it.
+fn run_role(config: &RelayConfig, command: RoleCommand) -> Result<(), CliError> {
+    use ward_relay::roles;
+    let out = match command {
+        RoleCommand::Keygen { out } => roles::keygen(&out)?,
+        RoleCommand::Sign { key, schedule, out } => {
+            roles::sign(&key, &schedule, &out, now_ms()? / 1000)?.to_string()
+        }
+        RoleCommand::Import {
+            ics,
+            role,
+            display_name,
+            department,
+            version,
+            timezone,
+            map,
+            out,
+        } => {
+            let options = roles::ImportOptions {
+                role_id: role,
+                display_name,
+                department,
+                version,
+                timezone,
+                map,
+            };
+            roles::import(&ics, &options, &out)?.to_string()
+        }
+        RoleCommand::Publish { file } => {
+            let storage = open_storage(config)?;
+            roles::publish(&storage, &config.role_admin_keys, &file, now_ms()?)?.to_string()
+        }
+        RoleCommand::Show { role } => {
+            let storage = open_storage(config)?;
+            roles::show(&storage, &config.role_admin_keys, &role, now_ms()? / 1000)?.to_string()
+        }
+        RoleCommand::List => roles::list(&open_storage(config)?)?.to_string(),
     };
     println!("{out}");
     Ok(())

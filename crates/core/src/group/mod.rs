@@ -81,8 +81,8 @@ pub struct OutgoingGroupMessage {
     pub distribute_to: Vec<DeviceKey>,
 }
 
-/// A group message opened: who sent it and what it says.
-#[derive(Debug)]
+/// A group message opened: who sent it and what it says. Its `Debug`
+/// leaves the plaintext out: it is patient data.
 pub struct IncomingGroupMessage {
     /// The sending user.
     pub user_id: String,
@@ -541,6 +541,15 @@ fn effects_with(
         removed,
         added,
         superseded,
+    }
+}
+
+impl fmt::Debug for IncomingGroupMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IncomingGroupMessage")
+            .field("user_id", &self.user_id)
+            .field("plaintext_len", &self.plaintext.len())
+            .finish_non_exhaustive()
     }
 }
 
