@@ -53,15 +53,21 @@ fn with_keys(admin: &AdminKey) -> MessengerOptions {
     }
 }
 
+/// A relay with a nurse and two doctors, an administrator key, and now in
+/// seconds.
+fn team() -> (TestRelay, AdminKey, u64) {
+    let relay = TestRelay::start();
+    for user in ["nurse.diaz", "dr.adams", "dr.baker"] {
+        relay.add_user(user);
+    }
+    let admin = AdminKey::generate(&mut ward_core::os_rng());
+    (relay, admin, common::relay::now_ms() / 1000)
+}
+
 #[tokio::test]
 async fn a_message_to_a_role_reaches_whoever_holds_it_now() {
     bounded(async {
-        let relay = TestRelay::start();
-        for user in ["nurse.diaz", "dr.adams", "dr.baker"] {
-            relay.add_user(user);
-        }
-        let admin = AdminKey::generate(&mut ward_core::os_rng());
-        let now = common::relay::now_ms() / 1000;
+        let (relay, admin, now) = team();
         publish(
             &relay,
             1,
@@ -118,12 +124,7 @@ async fn a_message_to_a_role_reaches_whoever_holds_it_now() {
 #[tokio::test]
 async fn a_relay_cannot_roll_a_role_back_even_after_a_restart_of_the_app() {
     bounded(async {
-        let relay = TestRelay::start();
-        for user in ["nurse.diaz", "dr.adams", "dr.baker"] {
-            relay.add_user(user);
-        }
-        let admin = AdminKey::generate(&mut ward_core::os_rng());
-        let now = common::relay::now_ms() / 1000;
+        let (relay, admin, now) = team();
         let old = admin.sign(&schedule(1, "dr.adams", now)).unwrap();
         publish(
             &relay,

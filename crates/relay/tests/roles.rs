@@ -43,6 +43,22 @@ fn fails(config: &Path, args: &[&str]) -> String {
     stderr
 }
 
+/// `admin role sign --key KEY --schedule SCHEDULE --out OUT`.
+fn sign_args<'a>(key: &'a Path, schedule: &'a Path, out: &'a Path) -> [&'a str; 9] {
+    let text = |p: &'a Path| p.to_str().unwrap();
+    [
+        "admin",
+        "role",
+        "sign",
+        "--key",
+        text(key),
+        "--schedule",
+        text(schedule),
+        "--out",
+        text(out),
+    ]
+}
+
 fn schedule_toml(version: u64, now_secs: u64) -> String {
     format!(
         "role_id = \"cardiology-oncall\"\n\
@@ -108,56 +124,17 @@ async fn an_administrator_signs_and_publishes_and_devices_get_the_signed_bytes()
     let schedule = dir.path().join("cardiology.toml");
     std::fs::write(&schedule, schedule_toml(1, now_secs)).unwrap();
     let signed = dir.path().join("cardiology.signed");
-    let out = ok(
-        &config,
-        &[
-            "admin",
-            "role",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--schedule",
-            schedule.to_str().unwrap(),
-            "--out",
-            signed.to_str().unwrap(),
-        ],
-    );
+    let out = ok(&config, &sign_args(&key, &schedule, &signed));
     assert_eq!(
         out.trim(),
         "role cardiology-oncall version 1: 2 assignments"
     );
-    let again = fails(
-        &config,
-        &[
-            "admin",
-            "role",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--schedule",
-            schedule.to_str().unwrap(),
-            "--out",
-            signed.to_str().unwrap(),
-        ],
-    );
+    let again = fails(&config, &sign_args(&key, &schedule, &signed));
     assert!(again.contains("exists already"), "{again}");
 
     // Signed with a key the relay does not list: refused, nothing stored.
     let forged = dir.path().join("forged.signed");
-    ok(
-        &config,
-        &[
-            "admin",
-            "role",
-            "sign",
-            "--key",
-            other_key.to_str().unwrap(),
-            "--schedule",
-            schedule.to_str().unwrap(),
-            "--out",
-            forged.to_str().unwrap(),
-        ],
-    );
+    ok(&config, &sign_args(&other_key, &schedule, &forged));
     let refused = fails(
         &config,
         &["admin", "role", "publish", forged.to_str().unwrap()],
