@@ -19,7 +19,7 @@ use ward_core::{
 };
 
 use crate::rng::RecordingRng;
-use crate::{h, outcome, sessions};
+use crate::{Parties, h, outcome, parties, sessions};
 
 struct Run {
     rng: RecordingRng,
@@ -139,18 +139,13 @@ pub fn eviction() -> Value {
     );
     assert_eq!(MAX_PREVIOUS_REMOTE_RATCHETS, 8);
     let mut rng = RecordingRng::new(0x6576_6963);
-    let alice = IdentityKeyPair::generate(&mut rng);
-    let bob = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKeyPair::generate(&mut rng, &bob, 1, 1_700_000_000);
-    let one_time = OneTimePreKeyPair::generate_batch(&mut rng, 1, 1).remove(0);
-    rng.take_draws();
-    let bundle_bytes = PreKeyBundle::new(
-        bob.public().clone(),
-        signed.public().clone(),
-        Some(one_time.public()),
-    )
-    .unwrap()
-    .encode();
+    let Parties {
+        alice,
+        bob,
+        signed,
+        one_time,
+        bundle_bytes,
+    } = parties(&mut rng, 1, 1);
     let bundle = PreKeyBundle::decode(&bundle_bytes).unwrap();
     let to_bob = Session::initiate(&mut rng, &alice, &bundle).unwrap();
     let secrets = json!({

@@ -38,6 +38,40 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::rng::RecordingRng;
 
+/// Alice, and Bob with a signed prekey set and one one-time prekey, made
+/// from `rng` in that order; and Bob's encoded bundle. The draws are
+/// discarded: the vectors give the resulting secrets (see
+/// spec/vectors/README.md, "Randomness").
+pub(crate) struct Parties {
+    pub(crate) alice: IdentityKeyPair,
+    pub(crate) bob: IdentityKeyPair,
+    pub(crate) signed: SignedPreKeyPair,
+    pub(crate) one_time: OneTimePreKeyPair,
+    pub(crate) bundle_bytes: Vec<u8>,
+}
+
+pub(crate) fn parties(rng: &mut RecordingRng, signed_id: u32, one_time_id: u32) -> Parties {
+    let alice = IdentityKeyPair::generate(rng);
+    let bob = IdentityKeyPair::generate(rng);
+    let signed = SignedPreKeyPair::generate(rng, &bob, signed_id, 1_700_000_000);
+    let one_time = OneTimePreKeyPair::generate_batch(rng, one_time_id, 1).remove(0);
+    rng.take_draws();
+    let bundle_bytes = PreKeyBundle::new(
+        bob.public().clone(),
+        signed.public().clone(),
+        Some(one_time.public()),
+    )
+    .unwrap()
+    .encode();
+    Parties {
+        alice,
+        bob,
+        signed,
+        one_time,
+        bundle_bytes,
+    }
+}
+
 /// Every vector file: its name under `spec/vectors/` and its contents.
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
@@ -399,18 +433,13 @@ pub fn conversation() -> Value {
         Receive(A, "b7"),
     ];
     let mut rng = RecordingRng::new(0x636f6e76);
-    let alice = IdentityKeyPair::generate(&mut rng);
-    let bob = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKeyPair::generate(&mut rng, &bob, 1, 1_700_000_000);
-    let one_time = OneTimePreKeyPair::generate_batch(&mut rng, 1, 1).remove(0);
-    rng.take_draws();
-    let bundle_bytes = PreKeyBundle::new(
-        bob.public().clone(),
-        signed.public().clone(),
-        Some(one_time.public()),
-    )
-    .unwrap()
-    .encode();
+    let Parties {
+        alice,
+        bob,
+        signed,
+        one_time,
+        bundle_bytes,
+    } = parties(&mut rng, 1, 1);
     let mut events = Vec::new();
     let bundle = PreKeyBundle::decode(&bundle_bytes).unwrap();
     let mut alice_session = Session::initiate(&mut rng, &alice, &bundle).unwrap();

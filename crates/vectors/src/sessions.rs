@@ -13,15 +13,12 @@ use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use ml_kem::array::Array;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use ward_core::{
-    IdentityKeyPair, OneTimePreKeyPair, PreKeyBundle, PreKeyMessage, Session, SignedPreKeyPair,
-    hazmat,
-};
+use ward_core::{IdentityKeyPair, PreKeyBundle, PreKeyMessage, Session, hazmat};
 use ward_proto::Message;
 use ward_proto::core_v1 as pb;
 
 use crate::rng::RecordingRng;
-use crate::{h, outcome};
+use crate::{Parties, h, outcome, parties};
 
 /// `"Ward v1 pre-key handshake\0"`, as spec/04 HS-15 writes it.
 pub const DIGEST_LABEL: &[u8] = b"Ward v1 pre-key handshake\0";
@@ -196,19 +193,15 @@ fn later(name: &str, state: &[u8], message: Vec<u8>, note: &str) -> Value {
 /// The whole `sessions.json`.
 pub fn sessions() -> Value {
     let mut rng = RecordingRng::new(0x7365_7373);
-    let alice = IdentityKeyPair::generate(&mut rng);
-    let bob = IdentityKeyPair::generate(&mut rng);
+    let Parties {
+        alice,
+        bob,
+        signed,
+        one_time,
+        bundle_bytes,
+    } = parties(&mut rng, 3, 7);
     let carol = IdentityKeyPair::generate(&mut rng);
-    let signed = SignedPreKeyPair::generate(&mut rng, &bob, 3, 1_700_000_000);
-    let one_time = OneTimePreKeyPair::generate_batch(&mut rng, 7, 1).remove(0);
     rng.take_draws();
-    let bundle_bytes = PreKeyBundle::new(
-        bob.public().clone(),
-        signed.public().clone(),
-        Some(one_time.public()),
-    )
-    .unwrap()
-    .encode();
     let bundle = PreKeyBundle::decode(&bundle_bytes).unwrap();
     let mut to_bob = Session::initiate(&mut rng, &alice, &bundle).unwrap();
     let initiate_draws = rng.take_draws();
