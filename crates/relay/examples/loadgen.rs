@@ -574,6 +574,7 @@ impl Route {
                 ciphertext,
             }],
             ttl_ms: 0,
+            ..Default::default()
         })
     }
 }

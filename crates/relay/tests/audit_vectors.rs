@@ -118,6 +118,7 @@ async fn the_audit_vector_entries_are_entries_the_relay_writes() {
                 ciphertext: vec![0x5a; VECTOR_CIPHERTEXT_LEN as usize],
             }],
             ttl_ms: 0,
+            ..Default::default()
         }))
         .await
         .unwrap();

@@ -41,6 +41,7 @@ async fn send(c: &RelayConnection, to: &[u8; 32], n: u32) -> bool {
                 ciphertext: n.to_be_bytes().repeat(64),
             }],
             ttl_ms: 0,
+            ..Default::default()
         }))
         .await;
     matches!(result, Ok(Resp::Sent(_)))

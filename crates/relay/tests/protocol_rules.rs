@@ -175,6 +175,7 @@ fn send_request(id: [u8; 16], users: &[&str], to: &[[u8; 32]], ttl_ms: u64) -> R
             })
             .collect(),
         ttl_ms,
+        ..Default::default()
     })
 }
 
@@ -1032,6 +1033,7 @@ async fn a_fetch_answer_fits_in_one_frame_of_max_frame_len() {
                 ciphertext: vec![n; 30 * 1024],
             }],
             ttl_ms: 0,
+            ..Default::default()
         });
         assert!(matches!(
             a.connection.request(request).await.unwrap(),

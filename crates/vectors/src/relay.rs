@@ -152,6 +152,7 @@ pub(crate) fn relay() -> Value {
                     ciphertext: ciphertext.clone(),
                 }],
                 ttl_ms,
+                ..Default::default()
             })),
         ),
         relay_frame(

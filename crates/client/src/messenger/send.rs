@@ -270,6 +270,7 @@ impl Messenger {
                     user_ids: users.iter().filter(|u| **u != self.user).cloned().collect(),
                     envelopes,
                     ttl_ms: self.options.ttl_ms,
+                    ..Default::default()
                 }))
                 .await;
             match sent {

@@ -424,6 +424,7 @@ impl Device {
                 user_ids: users.iter().map(|u| u.to_string()).collect(),
                 envelopes,
                 ttl_ms: 0,
+                ..Default::default()
             }))
             .await?
         {
