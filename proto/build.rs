@@ -27,7 +27,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.btree_map(["."]);
     for path in secret_messages {
-        config.skip_debug([path]);
         config.type_attribute(
             path,
             "#[derive(::zeroize::Zeroize, ::zeroize::ZeroizeOnDrop)]",
@@ -36,14 +35,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Message content (spec/12): no derived Debug (it would print patient
     // data and attachment keys) and zeroized on drop. `Content` holds only
     // its oneof, whose members clear themselves.
-    config.skip_debug([".ward.content.v1.Content"]);
-    for path in [
+    let content_messages = [
         ".ward.content.v1.Message",
         ".ward.content.v1.Attachment",
         ".ward.content.v1.Receipt",
         ".ward.content.v1.Content.body",
-    ] {
-        config.skip_debug([path]);
+        ".ward.content.v1.GroupControl",
+        ".ward.content.v1.GroupKey",
+        ".ward.content.v1.Resent",
+        ".ward.content.v1.ChainRequest",
+    ];
+    for path in content_messages {
         config.type_attribute(
             path,
             "#[derive(::zeroize::Zeroize, ::zeroize::ZeroizeOnDrop)]",
@@ -59,6 +61,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         config.type_attribute(path, "#[derive(::zeroize::Zeroize)]");
     }
+    // One call: `skip_debug` replaces the paths given before. A path names
+    // a message and what nests in it for `type_attribute`, but each oneof
+    // needs its own entry here.
+    config.skip_debug(secret_messages.iter().chain(&content_messages).chain(&[
+        ".ward.content.v1.Content",
+        ".ward.content.v1.GroupControl.body",
+    ]));
     config.compile_fds(descriptors)?;
     Ok(())
 }

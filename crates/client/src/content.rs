@@ -10,6 +10,10 @@ use prost::Message as _;
 use ward_proto::content_v1 as pb;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+mod group;
+
+pub use group::{GroupControl, GroupControlBody};
+
 /// Padded plaintexts are a multiple of this many bytes (CNT-2).
 pub const PAD_BLOCK: usize = 256;
 /// The first padding byte (ISO/IEC 7816-4); the others are zero.
@@ -142,6 +146,9 @@ pub struct Message {
     /// Unix epoch ([`Messenger::send`](crate::Messenger::send) fills in
     /// zero with the current time).
     pub sent_at_ms: u64,
+    /// The group it was sent to; `None` for a 1:1 message. Set by
+    /// [`Messenger::send_to_group`](crate::Messenger::send_to_group).
+    pub group_id: Option<[u8; 16]>,
 }
 
 impl Message {
@@ -170,6 +177,7 @@ impl core::fmt::Debug for Message {
             .field("text_len", &self.text.len())
             .field("attachments", &self.attachments.len())
             .field("priority", &self.priority)
+            .field("in_group", &self.group_id.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -208,6 +216,8 @@ pub enum Content {
     Message(Message),
     /// A receipt.
     Receipt(Receipt),
+    /// Something a member device tells another about a group, pairwise.
+    Group(GroupControl),
 }
 
 fn check_len(len: usize, max: usize, field: &'static str) -> Result<(), ContentError> {
@@ -235,11 +245,8 @@ fn check_attachment(a: &Attachment) -> Result<(), ContentError> {
 /// Checks the bounds of spec/12 on a content value (CNT-4 to CNT-7).
 pub fn validate(content: &Content) -> Result<(), ContentError> {
     match content {
-        Content::Message(m) => {
-            check_len(m.text.len(), MAX_TEXT_LEN, "message.text")?;
-            check_len(m.attachments.len(), MAX_ATTACHMENTS, "message.attachments")?;
-            m.attachments.iter().try_for_each(check_attachment)
-        }
+        Content::Message(m) => validate_message(m),
+        Content::Group(g) => group::validate(g),
         Content::Receipt(r) => {
             if r.message_ids.is_empty() {
                 return Err(ContentError::Empty {
@@ -251,27 +258,16 @@ pub fn validate(content: &Content) -> Result<(), ContentError> {
     }
 }
 
+fn validate_message(m: &Message) -> Result<(), ContentError> {
+    check_len(m.text.len(), MAX_TEXT_LEN, "message.text")?;
+    check_len(m.attachments.len(), MAX_ATTACHMENTS, "message.attachments")?;
+    m.attachments.iter().try_for_each(check_attachment)
+}
+
 fn to_proto(content: &Content) -> pb::Content {
     let body = match content {
-        Content::Message(m) => pb::content::Body::Message(pb::Message {
-            text: m.text.clone(),
-            attachments: m
-                .attachments
-                .iter()
-                .map(|a| pb::Attachment {
-                    reference: a.reference.clone(),
-                    content_type: a.content_type.clone(),
-                    size: a.size,
-                    sha256: a.sha256.to_vec(),
-                    key: a.key.expose_secret().to_vec(),
-                })
-                .collect(),
-            priority: match m.priority {
-                Priority::Routine => pb::Priority::Routine,
-                Priority::Urgent => pb::Priority::Urgent,
-            } as i32,
-            sent_at_ms: m.sent_at_ms,
-        }),
+        Content::Message(m) => pb::content::Body::Message(message_to_proto(m)),
+        Content::Group(g) => pb::content::Body::Group(group::to_proto(g)),
         Content::Receipt(r) => pb::content::Body::Receipt(pb::Receipt {
             kind: match r.kind {
                 ReceiptKind::Delivered => pb::ReceiptKind::Delivered,
@@ -283,6 +279,29 @@ fn to_proto(content: &Content) -> pb::Content {
     pb::Content { body: Some(body) }
 }
 
+fn message_to_proto(m: &Message) -> pb::Message {
+    pb::Message {
+        text: m.text.clone(),
+        attachments: m
+            .attachments
+            .iter()
+            .map(|a| pb::Attachment {
+                reference: a.reference.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size,
+                sha256: a.sha256.to_vec(),
+                key: a.key.expose_secret().to_vec(),
+            })
+            .collect(),
+        priority: match m.priority {
+            Priority::Routine => pb::Priority::Routine,
+            Priority::Urgent => pb::Priority::Urgent,
+        } as i32,
+        sent_at_ms: m.sent_at_ms,
+        group_id: m.group_id.map(|id| id.to_vec()).unwrap_or_default(),
+    }
+}
+
 fn array<const N: usize>(bytes: &[u8], field: &'static str) -> Result<[u8; N], ContentError> {
     bytes
         .try_into()
@@ -292,40 +311,8 @@ fn array<const N: usize>(bytes: &[u8], field: &'static str) -> Result<[u8; N], C
 fn from_proto(content: &pb::Content) -> Result<Content, ContentError> {
     match &content.body {
         None => Err(ContentError::UnknownKind),
-        Some(pb::content::Body::Message(m)) => {
-            check_len(m.text.len(), MAX_TEXT_LEN, "message.text")?;
-            check_len(m.attachments.len(), MAX_ATTACHMENTS, "message.attachments")?;
-            let priority = match pb::Priority::try_from(m.priority) {
-                Ok(pb::Priority::Routine) => Priority::Routine,
-                Ok(pb::Priority::Urgent) => Priority::Urgent,
-                Err(_) => {
-                    return Err(ContentError::UnknownValue {
-                        field: "message.priority",
-                    });
-                }
-            };
-            let attachments = m
-                .attachments
-                .iter()
-                .map(|a| {
-                    let attachment = Attachment {
-                        reference: a.reference.clone(),
-                        content_type: a.content_type.clone(),
-                        size: a.size,
-                        sha256: array(&a.sha256, "attachment.sha256")?,
-                        key: AttachmentKey(array(&a.key, "attachment.key")?),
-                    };
-                    check_attachment(&attachment)?;
-                    Ok(attachment)
-                })
-                .collect::<Result<Vec<_>, ContentError>>()?;
-            Ok(Content::Message(Message {
-                text: m.text.clone(),
-                attachments,
-                priority,
-                sent_at_ms: m.sent_at_ms,
-            }))
-        }
+        Some(pb::content::Body::Message(m)) => message_from_proto(m).map(Content::Message),
+        Some(pb::content::Body::Group(g)) => group::from_proto(g).map(Content::Group),
         Some(pb::content::Body::Receipt(r)) => {
             let kind = match pb::ReceiptKind::try_from(r.kind) {
                 Ok(pb::ReceiptKind::Delivered) => ReceiptKind::Delivered,
@@ -350,6 +337,46 @@ fn from_proto(content: &pb::Content) -> Result<Content, ContentError> {
             Ok(Content::Receipt(Receipt { kind, message_ids }))
         }
     }
+}
+
+fn message_from_proto(m: &pb::Message) -> Result<Message, ContentError> {
+    check_len(m.text.len(), MAX_TEXT_LEN, "message.text")?;
+    check_len(m.attachments.len(), MAX_ATTACHMENTS, "message.attachments")?;
+    let priority = match pb::Priority::try_from(m.priority) {
+        Ok(pb::Priority::Routine) => Priority::Routine,
+        Ok(pb::Priority::Urgent) => Priority::Urgent,
+        Err(_) => {
+            return Err(ContentError::UnknownValue {
+                field: "message.priority",
+            });
+        }
+    };
+    let attachments = m
+        .attachments
+        .iter()
+        .map(|a| {
+            let attachment = Attachment {
+                reference: a.reference.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size,
+                sha256: array(&a.sha256, "attachment.sha256")?,
+                key: AttachmentKey(array(&a.key, "attachment.key")?),
+            };
+            check_attachment(&attachment)?;
+            Ok(attachment)
+        })
+        .collect::<Result<Vec<_>, ContentError>>()?;
+    let group_id = match m.group_id.as_slice() {
+        [] => None,
+        id => Some(array::<16>(id, "message.group_id")?),
+    };
+    Ok(Message {
+        text: m.text.clone(),
+        attachments,
+        priority,
+        sent_at_ms: m.sent_at_ms,
+        group_id,
+    })
 }
 
 /// Pads `encoded` (ISO/IEC 7816-4): appends `0x80`, then the fewest zero
@@ -422,6 +449,7 @@ mod tests {
                 attachments,
                 priority,
                 sent_at_ms: 0,
+                group_id: Vec::new(),
             })),
         }
     }
@@ -484,6 +512,7 @@ mod tests {
             attachments: Vec::new(),
             priority: Priority::Urgent,
             sent_at_ms: 1_700_000_000_000,
+            group_id: None,
         });
         let padded = encode(&content).unwrap();
         let expected_head: &[u8] = &[
@@ -624,7 +653,7 @@ mod tests {
             Err(ContentError::Protobuf)
         );
         // An unknown oneof member is skipped and leaves no body.
-        assert_eq!(decode(&pad(&[0x1a, 0x00])), Err(ContentError::UnknownKind));
+        assert_eq!(decode(&pad(&[0x7a, 0x00])), Err(ContentError::UnknownKind));
     }
 
     #[test]
@@ -663,8 +692,9 @@ mod tests {
                 proptest::collection::vec(arb_attachment(), 0..4),
                 any::<bool>(),
                 any::<u64>(),
+                proptest::option::of(any::<[u8; 16]>()),
             )
-                .prop_map(|(text, attachments, urgent, sent_at_ms)| {
+                .prop_map(|(text, attachments, urgent, sent_at_ms, group_id)| {
                     Content::Message(Message {
                         text,
                         attachments,
@@ -674,6 +704,7 @@ mod tests {
                             Priority::Routine
                         },
                         sent_at_ms,
+                        group_id,
                     })
                 }),
             (
