@@ -5,6 +5,7 @@ mod codec;
 mod crypto;
 mod error;
 mod events;
+mod groups;
 mod messages;
 mod records;
 mod roles;
@@ -22,12 +23,15 @@ pub use self::crypto::{MAX_VALUE_LEN, StorageKey};
 pub use self::error::StoreError;
 use self::error::{Result, corrupt};
 pub use self::events::PendingEvent;
+pub use self::groups::{
+    GroupSend, MAX_GROUP_PENDING, MAX_GROUP_SENT_KEPT, PendingGroupItem, PendingKind,
+};
 pub use self::messages::{Insertion, MessageRef, OutboxStatus, OutgoingMessage, ReceivedMessage};
 pub use self::records::{DeviceRecord, IdentityStatus, KnownIdentity, RelayInfo, SignedPreKeyInfo};
 
 /// The store format this build writes (`meta.format`). It reads this one
 /// and formats 1 and 2, which it upgrades on open (spec/11, "Formats").
-pub const STORE_FORMAT: u8 = 3;
+pub const STORE_FORMAT: u8 = 4;
 
 /// The version byte of every sealed value's associated data (spec/11,
 /// "Sealed values"); unchanged since format 1, so that an upgrade rewrites
@@ -264,6 +268,9 @@ impl Store {
             }
             if format <= 2 {
                 schema::upgrade_2_to_3(&tx)?;
+            }
+            if format <= 3 {
+                schema::upgrade_3_to_4(&tx)?;
                 tx.execute("UPDATE meta SET format = ?1 WHERE id = 1", [STORE_FORMAT])?;
             }
             (salt, key_check, keys)
@@ -438,7 +445,7 @@ fn upgrade_1_to_2(conn: &Connection, keys: &Keys) -> Result<()> {
     Ok(())
 }
 
-/// `meta`: the format (1, 2 or 3), the salt and the key check.
+/// `meta`: the format (1 to 4), the salt and the key check.
 fn read_meta(conn: &Connection) -> Result<(u8, [u8; SALT_LEN], [u8; 32])> {
     // A database with Ward's application id but no `meta` table is damaged.
     let mut stmt = conn
@@ -448,7 +455,7 @@ fn read_meta(conn: &Connection) -> Result<(u8, [u8; SALT_LEN], [u8; 32])> {
     let row = rows.next()?.ok_or_else(|| corrupt("meta", "no meta row"))?;
     let found = codec::integer(row, 0, "meta")?;
     let format = match u8::try_from(found) {
-        Ok(format @ (1 | 2 | STORE_FORMAT)) => format,
+        Ok(format @ (1 | 2 | 3 | STORE_FORMAT)) => format,
         _ => return Err(StoreError::UnsupportedFormat { found }),
     };
     let salt = codec::blob_n::<SALT_LEN>(row, 1, "meta")?;

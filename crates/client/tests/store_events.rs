@@ -148,11 +148,17 @@ fn a_locked_store_refuses_the_queue() {
 
 /// What a store written by a release of format 1 looks like: the same
 /// tables but `events`, and `meta.format = 1`.
+/// What format 4 added: the group tables (their indexes go with them).
+const DROP_GROUP_TABLES: &str =
+    "DROP TABLE groups; DROP TABLE group_pending; DROP TABLE group_outbox;";
+
 fn make_format_1(path: &std::path::Path) {
     edit(
         path,
-        "DROP TABLE events; DROP TABLE role_schedules; \
-         DELETE FROM counters WHERE name = 'next_event_seq'; UPDATE meta SET format = 1;",
+        &format!(
+            "{DROP_GROUP_TABLES} DROP TABLE events; DROP TABLE role_schedules; \
+             DELETE FROM counters WHERE name = 'next_event_seq'; UPDATE meta SET format = 1;"
+        ),
     );
 }
 
@@ -193,7 +199,7 @@ fn a_store_of_format_2_gains_its_role_schedules_and_keeps_everything_else() {
     drop(store);
     edit(
         &path,
-        "DROP TABLE role_schedules; UPDATE meta SET format = 2",
+        &format!("{DROP_GROUP_TABLES} DROP TABLE role_schedules; UPDATE meta SET format = 2"),
     );
     let mut store = Store::open(&path, &key()).unwrap();
     assert_eq!(store.pending_events().unwrap(), vec![(1, received(7))]);
@@ -207,6 +213,30 @@ fn a_store_of_format_2_gains_its_role_schedules_and_keeps_everything_else() {
         i64::from(STORE_FORMAT)
     );
     let store = Store::open(&path, &key()).unwrap();
+    assert_eq!(
+        store.role_schedule("cardiology-oncall").unwrap().as_deref(),
+        Some(&b"signed bytes"[..])
+    );
+}
+
+#[test]
+fn a_store_of_format_3_gains_its_group_tables_and_keeps_its_role_schedules() {
+    let (_dir, path, mut store) = new_store();
+    store
+        .put_role_schedule("cardiology-oncall", b"signed bytes")
+        .unwrap();
+    drop(store);
+    edit(&path, &format!("{DROP_GROUP_TABLES} UPDATE meta SET format = 3"));
+    let mut store = Store::open(&path, &key()).unwrap();
+    assert!(store.group_ids().unwrap().is_empty());
+    store.save_group(&[9; 16], b"state").unwrap();
+    drop(store);
+    assert_eq!(
+        read_integer(&path, "SELECT format FROM meta"),
+        i64::from(STORE_FORMAT)
+    );
+    let store = Store::open(&path, &key()).unwrap();
+    assert_eq!(store.group_ids().unwrap(), vec![[9; 16]]);
     assert_eq!(
         store.role_schedule("cardiology-oncall").unwrap().as_deref(),
         Some(&b"signed bytes"[..])

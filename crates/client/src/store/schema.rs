@@ -1,5 +1,5 @@
 //! The store's SQLite schema (spec/11, "Tables"), and the upgrades of
-//! stores of formats 1 and 2.
+//! stores of formats 1 to 3.
 
 use rusqlite::Connection;
 
@@ -80,11 +80,37 @@ CREATE TABLE role_schedules (
 ) STRICT;
 ";
 
-/// Creates the schema of the current format (3) in an empty database.
+/// What format 4 adds to format 3: groups (spec/14), the group traffic
+/// that waits for a chain, a welcome or a parent change, and the outbox of
+/// group traffic, addressed to devices.
+const GROUP_TABLES: &str = "\
+CREATE TABLE groups (
+    tag BLOB PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+CREATE TABLE group_pending (
+    seq INTEGER PRIMARY KEY,
+    tag BLOB NOT NULL UNIQUE,
+    group_tag BLOB NOT NULL,
+    value BLOB NOT NULL
+) STRICT;
+CREATE INDEX group_pending_by_group ON group_pending (group_tag, seq);
+CREATE TABLE group_outbox (
+    seq INTEGER PRIMARY KEY,
+    tag BLOB NOT NULL UNIQUE,
+    group_tag BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    value BLOB NOT NULL
+) STRICT;
+CREATE INDEX group_outbox_by_status ON group_outbox (status, seq);
+";
+
+/// Creates the schema of the current format (4) in an empty database.
 pub(super) fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA_1)?;
     conn.execute_batch(EVENTS_TABLE)?;
     conn.execute_batch(ROLE_SCHEDULES_TABLE)?;
+    conn.execute_batch(GROUP_TABLES)?;
     Ok(())
 }
 
@@ -101,6 +127,12 @@ pub(super) fn upgrade_2_to_3(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Upgrades the schema of a store of format 3 to format 4.
+pub(super) fn upgrade_3_to_4(conn: &Connection) -> Result<()> {
+    conn.execute_batch(GROUP_TABLES)?;
+    Ok(())
+}
+
 type SchemaRow = (String, String, String, Option<String>);
 
 fn schema_rows(conn: &Connection) -> Result<Vec<SchemaRow>> {
@@ -113,8 +145,8 @@ fn schema_rows(conn: &Connection) -> Result<Vec<SchemaRow>> {
     rows.map_err(|_| corrupt("schema", "unreadable schema"))
 }
 
-/// Refuses a database whose schema is not exactly that of `format` (1, 2
-/// or 3): no extra table, index, trigger or view, no changed column (STO-14).
+/// Refuses a database whose schema is not exactly that of `format` (1 to
+/// 4): no extra table, index, trigger or view, no changed column (STO-14).
 pub(super) fn check(conn: &Connection, format: u8) -> Result<()> {
     let expected = Connection::open_in_memory()?;
     match format {
@@ -122,6 +154,11 @@ pub(super) fn check(conn: &Connection, format: u8) -> Result<()> {
         2 => {
             expected.execute_batch(SCHEMA_1)?;
             expected.execute_batch(EVENTS_TABLE)?;
+        }
+        3 => {
+            expected.execute_batch(SCHEMA_1)?;
+            expected.execute_batch(EVENTS_TABLE)?;
+            expected.execute_batch(ROLE_SCHEDULES_TABLE)?;
         }
         _ => create(&expected)?,
     }
