@@ -11,7 +11,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Device, TestRelay, now_ms, test_limits};
+use common::{
+    Device, TestRelay, ack, audit, code_of, enroll_bare, enroll_bare_as, eventually, fetch, now_ms,
+    queue_len, refused, stale_lists, test_limits,
+};
 use prost::Message;
 use ward_audit::{AuditEntry, EventKind};
 use ward_client::wire::{self, ErrorCode, request::Body as Req, response::Body as Resp};
@@ -22,67 +25,12 @@ use ward_relay::storage::{DeviceKey, Storage};
 
 // ----- helpers -----
 
-fn refused(e: ClientError) -> ErrorCode {
-    e.code().unwrap_or_else(|| panic!("not a refusal: {e}"))
-}
-
-/// The code a request is refused with (panics if it is accepted).
-async fn code_of(c: &RelayConnection, body: Req) -> ErrorCode {
-    match c.request(body).await {
-        Ok(answer) => panic!("accepted: {answer:?}"),
-        Err(e) => refused(e),
-    }
-}
-
-/// A device enrolled on its own connection, without prekeys: enough for
-/// every request that does not open a session.
-struct Bare {
-    identity: IdentityKeyPair,
-    connection: RelayConnection,
-}
-
-impl Bare {
-    fn key(&self) -> [u8; 32] {
-        *self.identity.public().signing_key()
-    }
-
-    fn identity_bytes(&self) -> Vec<u8> {
-        self.identity.public().to_bytes().to_vec()
-    }
-}
-
-async fn enroll_bare(relay: &TestRelay, user: &str) -> Bare {
-    enroll_bare_as(relay, user, IdentityKeyPair::generate(&mut common::rng())).await
-}
-
-async fn enroll_bare_as(relay: &TestRelay, user: &str, identity: IdentityKeyPair) -> Bare {
-    let connection = relay.connect().await;
-    let auth = connection
-        .enroll(&relay.token(user), &identity)
-        .await
-        .unwrap();
-    assert_eq!(auth.user_id, user);
-    Bare {
-        identity,
-        connection,
-    }
-}
-
 fn audit_id(key: [u8; 32]) -> Option<ward_audit::DeviceId> {
     DeviceKey(key).audit_id()
 }
 
-fn audit(relay: &TestRelay) -> Vec<AuditEntry> {
-    let key = ward_audit::VerifyingKey::from(&relay.audit_key);
-    relay.storage.export_audit(&key).unwrap().entries
-}
-
 fn detail(e: &AuditEntry) -> &str {
     e.detail.as_ref().map_or("", |d| d.as_str())
-}
-
-fn queue_len(relay: &TestRelay, key: [u8; 32]) -> u64 {
-    relay.storage.queue_len(&DeviceKey(key)).unwrap()
 }
 
 fn exporter(c: &RelayConnection) -> [u8; 32] {
@@ -149,20 +97,6 @@ async fn closed_with(c: &RelayConnection, within: Duration) -> u32 {
     }
 }
 
-/// Polls `done` every 20 ms until it holds or `within` has passed.
-async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn send_request(id: [u8; 16], users: &[&str], to: &[[u8; 32]], ttl_ms: u64) -> Req {
     Req::Send(wire::Send {
         message_id: id.to_vec(),
@@ -190,30 +124,6 @@ async fn send(
     match c.request(send_request(id, users, to, ttl_ms)).await? {
         Resp::Sent(receipt) => Ok(receipt),
         other => panic!("not a receipt: {other:?}"),
-    }
-}
-
-async fn fetch(c: &RelayConnection, after_seq: u64, limit: u32) -> Vec<wire::Delivery> {
-    match c
-        .request(Req::Fetch(wire::Fetch { after_seq, limit }))
-        .await
-        .unwrap()
-    {
-        Resp::Messages(m) => m.messages,
-        other => panic!("not messages: {other:?}"),
-    }
-}
-
-async fn ack(c: &RelayConnection, ids: &[[u8; 16]]) -> wire::Acked {
-    match c
-        .request(Req::Ack(wire::Ack {
-            message_ids: ids.iter().map(|i| i.to_vec()).collect(),
-        }))
-        .await
-        .unwrap()
-    {
-        Resp::Acked(a) => a,
-        other => panic!("not an ack: {other:?}"),
     }
 }
 
@@ -701,26 +611,7 @@ async fn the_send_rule_covers_the_addressed_users_and_the_senders_other_devices(
         next += 1;
         [next; 16]
     };
-    let stale = |e: ClientError| match e {
-        ClientError::Refused {
-            code: ErrorCode::StaleDevices,
-            current_devices,
-            ..
-        } => {
-            let mut lists: Vec<(String, Vec<Vec<u8>>)> = current_devices
-                .into_iter()
-                .map(|u| {
-                    (
-                        u.user_id,
-                        u.devices.into_iter().map(|d| d.identity).collect(),
-                    )
-                })
-                .collect();
-            lists.sort();
-            lists
-        }
-        other => panic!("not STALE_DEVICES: {other}"),
-    };
+    let stale = stale_lists;
 
     // The sender's other device is required; the answer lists every
     // addressed user and the sender's own, the sender included.

@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ward_audit::UserId;
-use ward_client::wire::{self, request::Body as Req, response::Body as Resp};
+use ward_audit::{AuditEntry, UserId};
+use ward_client::wire::{self, ErrorCode, request::Body as Req, response::Body as Resp};
 use ward_client::{ClientError, Deliveries, RelayConnection};
 use ward_core::{
     IdentityKeyPair, MessageKind, OneTimePreKeyPair, PreKeyBundle, PreKeyMessage, Session,
@@ -27,7 +27,7 @@ use ward_core::{
 };
 use ward_relay::metrics::Metrics;
 use ward_relay::server::{Limits, Relay, RelayOptions};
-use ward_relay::storage::{SqliteStorage, Storage, StorageConfig};
+use ward_relay::storage::{DeviceKey, SqliteStorage, Storage, StorageConfig};
 
 pub const HOUR_MS: u64 = 3_600_000;
 
@@ -506,4 +506,130 @@ pub struct Received {
     pub message_id: Vec<u8>,
     pub seq: u64,
     pub plaintext: Vec<u8>,
+}
+
+// ----- requests of bare devices (opaque ciphertexts, no sessions) -----
+
+/// The code of a refusal (panics if `e` is another error).
+pub fn refused(e: ClientError) -> ErrorCode {
+    e.code().unwrap_or_else(|| panic!("not a refusal: {e}"))
+}
+
+/// The code a request is refused with (panics if it is accepted).
+pub async fn code_of(c: &RelayConnection, body: Req) -> ErrorCode {
+    match c.request(body).await {
+        Ok(answer) => panic!("accepted: {answer:?}"),
+        Err(e) => refused(e),
+    }
+}
+
+/// A device enrolled on its own connection, without prekeys: enough for
+/// every request that does not open a session.
+pub struct Bare {
+    pub identity: IdentityKeyPair,
+    pub connection: RelayConnection,
+}
+
+impl Bare {
+    pub fn key(&self) -> [u8; 32] {
+        *self.identity.public().signing_key()
+    }
+
+    pub fn identity_bytes(&self) -> Vec<u8> {
+        self.identity.public().to_bytes().to_vec()
+    }
+}
+
+/// Enrolls a new device of `user` (which must exist), without prekeys.
+pub async fn enroll_bare(relay: &TestRelay, user: &str) -> Bare {
+    enroll_bare_as(relay, user, IdentityKeyPair::generate(&mut rng())).await
+}
+
+pub async fn enroll_bare_as(relay: &TestRelay, user: &str, identity: IdentityKeyPair) -> Bare {
+    let connection = relay.connect().await;
+    let auth = connection
+        .enroll(&relay.token(user), &identity)
+        .await
+        .unwrap();
+    assert_eq!(auth.user_id, user);
+    Bare {
+        identity,
+        connection,
+    }
+}
+
+/// The relay's whole audit log.
+pub fn audit(relay: &TestRelay) -> Vec<AuditEntry> {
+    let key = ward_audit::VerifyingKey::from(&relay.audit_key);
+    relay.storage.export_audit(&key).unwrap().entries
+}
+
+/// How many messages are queued for the device.
+pub fn queue_len(relay: &TestRelay, key: [u8; 32]) -> u64 {
+    relay.storage.queue_len(&DeviceKey(key)).unwrap()
+}
+
+/// `Fetch{after_seq, limit}`, which must be answered.
+pub async fn fetch(c: &RelayConnection, after_seq: u64, limit: u32) -> Vec<wire::Delivery> {
+    match c
+        .request(Req::Fetch(wire::Fetch { after_seq, limit }))
+        .await
+        .unwrap()
+    {
+        Resp::Messages(m) => m.messages,
+        other => panic!("not messages: {other:?}"),
+    }
+}
+
+/// `Ack` of `ids`, which must be answered.
+pub async fn ack(c: &RelayConnection, ids: &[[u8; 16]]) -> wire::Acked {
+    match c
+        .request(Req::Ack(wire::Ack {
+            message_ids: ids.iter().map(|i| i.to_vec()).collect(),
+        }))
+        .await
+        .unwrap()
+    {
+        Resp::Acked(a) => a,
+        other => panic!("not an ack: {other:?}"),
+    }
+}
+
+/// The `current_devices` of a `STALE_DEVICES` refusal, as (user, device
+/// identities) sorted by user (panics on any other outcome).
+pub fn stale_lists(e: ClientError) -> Vec<(String, Vec<Vec<u8>>)> {
+    match e {
+        ClientError::Refused {
+            code: ErrorCode::StaleDevices,
+            current_devices,
+            ..
+        } => {
+            let mut lists: Vec<(String, Vec<Vec<u8>>)> = current_devices
+                .into_iter()
+                .map(|u| {
+                    (
+                        u.user_id,
+                        u.devices.into_iter().map(|d| d.identity).collect(),
+                    )
+                })
+                .collect();
+            lists.sort();
+            lists
+        }
+        other => panic!("not STALE_DEVICES: {other}"),
+    }
+}
+
+/// Polls `done` every 20 ms until it holds or `within` has passed.
+pub async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
