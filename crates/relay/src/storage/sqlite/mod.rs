@@ -399,14 +399,16 @@ fn revoke(
         .execute([device.0])? as u64;
     let copies = {
         let mut stmt = conn.prepare_cached(
-            "SELECT message_id, length(ciphertext) FROM queue \
-             WHERE recipient = ?1 ORDER BY seq",
+            "SELECT q.message_id, ifnull(length(p.ciphertext), length(q.ciphertext)) \
+             FROM queue q LEFT JOIN payloads p ON p.id = q.payload \
+             WHERE q.recipient = ?1 ORDER BY q.seq",
         )?;
         let rows = stmt.query_map([device.0], |row| {
             Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, u64>(1)?))
         })?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
+    // Shared payloads go with their last copy (the trigger of schema v5).
     conn.prepare_cached("DELETE FROM queue WHERE recipient = ?1")?
         .execute([device.0])?;
     let deleted_messages = copies.len() as u64;
@@ -1209,7 +1211,9 @@ impl Storage for SqliteStorage {
             active_device(conn, device)?;
             let mut stmt = conn.prepare_cached(
                 "SELECT q.seq, q.sender, d.user_id, q.message_id, q.enqueued_at, q.expires_at, \
-                 q.ciphertext FROM queue q JOIN devices d ON d.device_key = q.sender \
+                 ifnull(p.ciphertext, q.ciphertext) \
+                 FROM queue q JOIN devices d ON d.device_key = q.sender \
+                 LEFT JOIN payloads p ON p.id = q.payload \
                  WHERE q.recipient = ?1 AND q.seq > ?2 \
                  AND NOT EXISTS (SELECT 1 FROM devices w WHERE w.device_key = ?1 \
                  AND w.wipe_requested_at IS NOT NULL) \
@@ -1268,8 +1272,10 @@ impl Storage for SqliteStorage {
                 // seq order instead of using queue_by_message (BENCHMARKS.md).
                 let mut copies = {
                     let mut stmt = tx.conn().prepare_cached(
-                        "SELECT q.id, q.seq, q.sender, d.user_id, length(q.ciphertext) \
+                        "SELECT q.id, q.seq, q.sender, d.user_id, \
+                         ifnull(length(p.ciphertext), length(q.ciphertext)) \
                          FROM queue q JOIN devices d ON d.device_key = q.sender \
+                         LEFT JOIN payloads p ON p.id = q.payload \
                          WHERE q.recipient = ?1 AND q.message_id = ?2",
                     )?;
                     let rows = stmt.query_map(params![device.0, message_id.0], |row| {
@@ -1289,6 +1295,7 @@ impl Storage for SqliteStorage {
                 }
                 copies.sort_unstable_by_key(|copy| copy.1);
                 for (id, seq, sender, sender_user, size) in copies {
+                    // A shared payload goes with its last copy (the trigger).
                     tx.conn()
                         .prepare_cached("DELETE FROM queue WHERE id = ?1")?
                         .execute([id])?;
@@ -1330,8 +1337,9 @@ impl Storage for SqliteStorage {
             let copies = {
                 let mut stmt = tx.conn().prepare_cached(
                     "SELECT q.id, q.recipient, d.user_id, q.sender, q.message_id, \
-                     length(q.ciphertext) \
+                     ifnull(length(p.ciphertext), length(q.ciphertext)) \
                      FROM queue q JOIN devices d ON d.device_key = q.recipient \
+                     LEFT JOIN payloads p ON p.id = q.payload \
                      WHERE q.expires_at <= ?1 ORDER BY q.expires_at, q.id LIMIT ?2",
                 )?;
                 let rows = stmt.query_map(params![now, limit], |row| {
@@ -1349,6 +1357,7 @@ impl Storage for SqliteStorage {
             let mut expired = Vec::with_capacity(copies.len());
             for (id, recipient, recipient_user, sender, message_id, size) in copies {
                 let conn = tx.conn();
+                // A shared payload goes with its last copy (the trigger).
                 conn.prepare_cached("DELETE FROM queue WHERE id = ?1")?
                     .execute([id])?;
                 conn.prepare_cached(

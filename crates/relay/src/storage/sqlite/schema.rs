@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::storage::error::{Result, StorageError};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Version 1.
 const V1: &str = r#"
@@ -148,8 +148,34 @@ CREATE TABLE role_schedules (
 );
 "#;
 
+/// Version 5: shared payloads (spec/08, "`Send`"; see `payloads.rs`). A
+/// group send's one ciphertext is a row of `payloads`, and each of its
+/// queued copies refers to it by `payload`, with an empty `ciphertext` of
+/// its own; ordinary copies keep their ciphertext inline and `payload`
+/// NULL. The trigger deletes a payload with the last copy that refers to
+/// it, in the statement that deletes the copy, whatever the path
+/// (acknowledgment, expiry, revocation, wipe): a payload lives exactly as
+/// long as a copy refers to it. The foreign key refuses a copy of a
+/// missing payload, and the partial index (group copies only) makes the
+/// trigger's and the foreign key's lookups one probe.
+const V5: &str = r#"
+CREATE TABLE payloads (
+    id         INTEGER PRIMARY KEY,
+    ciphertext BLOB NOT NULL CHECK (length(ciphertext) > 0)
+);
+ALTER TABLE queue ADD COLUMN payload INTEGER REFERENCES payloads (id)
+    CHECK (payload IS NULL OR length(ciphertext) = 0);
+CREATE INDEX queue_by_payload ON queue (payload) WHERE payload IS NOT NULL;
+CREATE TRIGGER queue_payload_release AFTER DELETE ON queue
+    WHEN old.payload IS NOT NULL
+BEGIN
+    DELETE FROM payloads WHERE id = old.payload
+        AND NOT EXISTS (SELECT 1 FROM queue WHERE payload = old.payload);
+END;
+"#;
+
 /// Every migration, in order.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5];
 
 fn current_version(conn: &Connection) -> Result<u32> {
     Ok(conn
@@ -160,6 +186,13 @@ fn current_version(conn: &Connection) -> Result<u32> {
 
 /// Brings the database to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Brings the database to `target` (at most [`SCHEMA_VERSION`]; tests make
+/// databases of earlier versions with it). A database above
+/// [`SCHEMA_VERSION`] is refused whatever the target.
+fn migrate_to(conn: &Connection, target: u32) -> Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     loop {
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -170,6 +203,9 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
                 return Err(StorageError::Backend(format!(
                     "database schema version {version} is newer than this relay's {SCHEMA_VERSION}"
                 )));
+            }
+            if version >= target {
+                return Ok(false);
             }
             let Some(sql) = MIGRATIONS.get(version as usize) else {
                 return Ok(false);
@@ -197,3 +233,4 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
         }
     }
 }
+
