@@ -18,7 +18,9 @@ use criterion::{Criterion, Throughput};
 use tempfile::TempDir;
 use ward_audit::{MessageId, UserId};
 use ward_core::IdentityKeyPair;
-use ward_relay::storage::{Delivery, DeviceKey, Role, SqliteStorage, Storage, StorageConfig};
+use ward_relay::storage::{
+    Delivery, DeviceKey, DeviceSet, Role, SqliteStorage, Storage, StorageConfig,
+};
 
 const T0: u64 = 1_790_000_000_000;
 const DAY: u64 = 86_400_000;
@@ -106,6 +108,7 @@ fn enqueue(s: &SqliteStorage, from: &DeviceKey, to: &(UserId, DeviceKey)) -> Mes
                 recipient: to.1,
                 ciphertext: &PAYLOAD,
             }],
+            DeviceSet::Exact,
         )
         .unwrap();
     assert!(!receipt.duplicate);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use ward_audit::{AuditEntry, EventKind, Export, MessageId, SigningKey, UserId, verify_export};
 use ward_core::IdentityKeyPair;
 use ward_relay::storage::{
-    DATABASE_FILE, Delivery, Device, DeviceKey, EnqueueReceipt, OneTimePreKey, Role, SqliteStorage,
-    Storage, StorageConfig, StorageError,
+    DATABASE_FILE, Delivery, Device, DeviceKey, DeviceSet, EnqueueReceipt, OneTimePreKey, Role,
+    SqliteStorage, Storage, StorageConfig, StorageError,
 };
 
 const T0: u64 = 1_790_000_000_000;
@@ -194,6 +194,7 @@ fn revocation_removes_prekeys_and_queue() {
                 recipient: bob,
                 ciphertext: b"ct",
             }],
+            DeviceSet::Exact,
         )
         .unwrap();
     }
@@ -240,6 +241,7 @@ fn revocation_removes_prekeys_and_queue() {
             recipient: bob,
             ciphertext: b"x",
         }],
+        DeviceSet::Exact,
     ) {
         Err(StorageError::StaleDevices { current }) => {
             assert_eq!(current.len(), 2);
@@ -400,6 +402,7 @@ fn enqueue_fetch_ack_expire() {
                         ciphertext: &[n; 4],
                     },
                 ],
+                DeviceSet::Exact,
             )
             .unwrap();
         assert!(!receipt.duplicate);
@@ -473,6 +476,7 @@ fn enqueue_fetch_ack_expire() {
                 ciphertext: b"new",
             },
         ],
+        DeviceSet::Exact,
     )
     .unwrap();
     assert_eq!(s.fetch(&bob, 0, 10).unwrap()[0].seq, 6);
@@ -486,6 +490,7 @@ fn enqueue_fetch_ack_expire() {
             expires_at,
             &[user("bob")],
             deliveries,
+            DeviceSet::Exact,
         )
     };
     let d = Delivery {
@@ -522,7 +527,8 @@ fn enqueue_fetch_ack_expire() {
             T0 + 100,
             T0 + HOUR,
             &[user("bob"), user("nobody")],
-            &[d, d2]
+            &[d, d2],
+            DeviceSet::Exact
         ),
         Err(StorageError::NotFound { what: "user" })
     ));
@@ -544,11 +550,27 @@ fn a_retried_message_id_is_stored_once() {
     }];
     let bob_user = [user("bob")];
     let first = s
-        .enqueue(&alice, mid(1), T0, T0 + HOUR, &bob_user, &d)
+        .enqueue(
+            &alice,
+            mid(1),
+            T0,
+            T0 + HOUR,
+            &bob_user,
+            &d,
+            DeviceSet::Exact,
+        )
         .unwrap();
     let size = audit_size(&s);
     let retry = s
-        .enqueue(&alice, mid(1), T0 + 5, T0 + HOUR, &bob_user, &d)
+        .enqueue(
+            &alice,
+            mid(1),
+            T0 + 5,
+            T0 + HOUR,
+            &bob_user,
+            &d,
+            DeviceSet::Exact,
+        )
         .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.enqueued_at, first.enqueued_at);
@@ -558,20 +580,44 @@ fn a_retried_message_id_is_stored_once() {
     // Still a duplicate after the copy was acknowledged (until expiry).
     s.ack(&bob, mid(1), T0 + 6).unwrap();
     let after_ack = s
-        .enqueue(&alice, mid(1), T0 + 7, T0 + HOUR, &bob_user, &d)
+        .enqueue(
+            &alice,
+            mid(1),
+            T0 + 7,
+            T0 + HOUR,
+            &bob_user,
+            &d,
+            DeviceSet::Exact,
+        )
         .unwrap();
     assert!(after_ack.duplicate);
     assert!(after_ack.copies.is_empty());
     assert_eq!(s.queue_len(&bob).unwrap(), 0);
     // Another sender may use the same id.
     let other = s
-        .enqueue(&carol, mid(1), T0 + 8, T0 + HOUR, &bob_user, &d)
+        .enqueue(
+            &carol,
+            mid(1),
+            T0 + 8,
+            T0 + HOUR,
+            &bob_user,
+            &d,
+            DeviceSet::Exact,
+        )
         .unwrap();
     assert!(!other.duplicate);
     // After expiry, the idempotency record is gone with the message.
     s.expire(T0 + HOUR, 100).unwrap();
     let late = s
-        .enqueue(&alice, mid(1), T0 + HOUR + 1, T0 + 2 * HOUR, &bob_user, &d)
+        .enqueue(
+            &alice,
+            mid(1),
+            T0 + HOUR + 1,
+            T0 + 2 * HOUR,
+            &bob_user,
+            &d,
+            DeviceSet::Exact,
+        )
         .unwrap();
     assert!(!late.duplicate);
 }
@@ -592,12 +638,28 @@ fn one_acknowledgment_of_many_ids() {
     }];
     let bob_user = [user("bob")];
     for n in 1..=3 {
-        s.enqueue(&alice, mid(n), T0, T0 + HOUR, &bob_user, &d)
-            .unwrap();
+        s.enqueue(
+            &alice,
+            mid(n),
+            T0,
+            T0 + HOUR,
+            &bob_user,
+            &d,
+            DeviceSet::Exact,
+        )
+        .unwrap();
     }
     // carol happens to use alice's id 2: bob holds two copies of it.
-    s.enqueue(&carol, mid(2), T0, T0 + HOUR, &bob_user, &d)
-        .unwrap();
+    s.enqueue(
+        &carol,
+        mid(2),
+        T0,
+        T0 + HOUR,
+        &bob_user,
+        &d,
+        DeviceSet::Exact,
+    )
+    .unwrap();
     assert_eq!(s.queue_len(&bob).unwrap(), 4);
     let size = audit_size(&s);
 
@@ -660,6 +722,7 @@ fn queue_depth_limit_refuses_the_whole_send() {
                 recipient: bob,
                 ciphertext: b"x",
             }],
+            DeviceSet::Exact,
         )
         .unwrap();
     }
@@ -681,6 +744,7 @@ fn queue_depth_limit_refuses_the_whole_send() {
                     ciphertext: b"x",
                 },
             ],
+            DeviceSet::Exact,
         )
         .unwrap_err();
     match err {
@@ -704,6 +768,7 @@ fn queue_depth_limit_refuses_the_whole_send() {
                 recipient: bob,
                 ciphertext: b"x",
             }],
+            DeviceSet::Exact,
         )
         .unwrap();
     assert!(!receipt.duplicate);
@@ -735,6 +800,7 @@ fn audit_entries_are_written_with_their_changes() {
                 ciphertext: b"123",
             },
         ],
+        DeviceSet::Exact,
     )
     .unwrap();
     assert_eq!(audit_size(&s), 10, "one Send per copy");
@@ -837,6 +903,7 @@ fn reopening_keeps_everything_and_the_same_root() {
                     recipient: bob,
                     ciphertext: &[n; 10],
                 }],
+                DeviceSet::Exact,
             )
             .unwrap();
         }
@@ -872,6 +939,7 @@ fn reopening_keeps_everything_and_the_same_root() {
                 recipient: bob,
                 ciphertext: b"x",
             }],
+            DeviceSet::Exact,
         )
         .unwrap();
     assert_eq!(receipt.copies[0].seq, 41);
@@ -895,6 +963,7 @@ fn ciphertext_never_reaches_the_audit_log() {
             recipient: bob,
             ciphertext: canary,
         }],
+        DeviceSet::Exact,
     )
     .unwrap();
     s.enqueue(
@@ -907,6 +976,7 @@ fn ciphertext_never_reaches_the_audit_log() {
             recipient: bob,
             ciphertext: canary,
         }],
+        DeviceSet::Exact,
     )
     .unwrap();
     s.put_signed_prekeys(&bob, canary, T0).unwrap();
@@ -964,6 +1034,7 @@ fn stale_device_lists_are_refused() {
             T0 + HOUR,
             addressed,
             &to_each(to, b"ct"),
+            DeviceSet::Exact,
         )
     };
     // Devices enrolled at the same time are listed in key order.
@@ -1050,7 +1121,15 @@ fn stale_device_lists_are_refused() {
     let lone = enroll(&s, "dave", T0);
     s.revoke_device(&c1, None, T0 + 4).unwrap();
     assert!(matches!(
-        s.enqueue(&lone, mid(7), T0 + 5, T0 + HOUR, &[user("carol")], &[]),
+        s.enqueue(
+            &lone,
+            mid(7),
+            T0 + 5,
+            T0 + HOUR,
+            &[user("carol")],
+            &[],
+            DeviceSet::Exact
+        ),
         Err(StorageError::InvalidInput(_))
     ));
     assert_eq!(
@@ -1060,7 +1139,8 @@ fn stale_device_lists_are_refused() {
             T0 + 5,
             T0 + HOUR,
             &[user("carol")],
-            &to_each(&[c1], b"x")
+            &to_each(&[c1], b"x"),
+            DeviceSet::Exact
         )),
         vec![(user("carol"), vec![]), (user("dave"), vec![lone])]
     );
@@ -1144,6 +1224,7 @@ fn concurrent_enqueues_are_each_stored_and_audited_once() {
                             T0 + HOUR,
                             &[user("bob")],
                             &to_each(&[bob], &id),
+                            DeviceSet::Exact,
                         )
                         .unwrap();
                     assert!(!receipt.duplicate);
@@ -1220,6 +1301,7 @@ fn a_batch_mixing_refused_and_good_requests_keeps_only_the_good_ones() {
             T0 + HOUR,
             &[user("full")],
             &to_each(&[full], b"x"),
+            DeviceSet::Exact,
         )
         .unwrap();
     }
@@ -1230,6 +1312,7 @@ fn a_batch_mixing_refused_and_good_requests_keeps_only_the_good_ones() {
         T0 + HOUR,
         &[user("bob")],
         &to_each(&[bob], b"x"),
+        DeviceSet::Exact,
     )
     .unwrap();
     s.revoke_device(&gone, None, T0).unwrap();
@@ -1281,6 +1364,7 @@ fn a_batch_mixing_refused_and_good_requests_keeps_only_the_good_ones() {
                     T0 + HOUR,
                     &[user(addressed)],
                     &to_each(&recipients, &[id; 100]),
+                    DeviceSet::Exact,
                 );
                 let got = match result {
                     Ok(r) if r.duplicate => Expect::Duplicate,
@@ -1368,6 +1452,7 @@ fn a_failed_batch_fails_each_request_and_changes_nothing() {
                     T0 + HOUR,
                     &[user("bob")],
                     &to_each(&[bob], b"x"),
+                    DeviceSet::Exact,
                 )
             })
         })
@@ -1391,6 +1476,7 @@ fn a_failed_batch_fails_each_request_and_changes_nothing() {
                 T0 + HOUR,
                 &[user("bob")],
                 &to_each(&[bob], b"x"),
+                DeviceSet::Exact,
             )
             .unwrap();
         assert!(!receipt.duplicate);
@@ -1414,6 +1500,7 @@ fn dropping_the_storage_stops_its_writer() {
             T0 + HOUR,
             &[user("bob")],
             &to_each(&[bob], b"x"),
+            DeviceSet::Exact,
         )
         .unwrap();
         drop(s);
@@ -1457,6 +1544,7 @@ mod crash {
                     recipient: bob,
                     ciphertext: &[0xab; 1024],
                 }],
+                DeviceSet::Exact,
             )
             .unwrap();
             println!("ACKED {n}");

@@ -10,7 +10,7 @@ use super::connection::{AuthState, Connection, Session};
 use super::refusal::{Refusal, code_name};
 use super::{NONCE_LEN, Shared, close_code, now_ms};
 use crate::storage::{
-    DEVICE_KEY_LEN, Delivery, DeviceKey, OneTimePreKey, QueuedMessage, StorageError,
+    DEVICE_KEY_LEN, Delivery, DeviceKey, DeviceSet, OneTimePreKey, QueuedMessage, StorageError,
 };
 
 type Handled = Result<Resp, Refusal>;
@@ -653,6 +653,7 @@ async fn send(shared: &Arc<Shared>, session: &Arc<Session>, r: wire::Send) -> Ha
                 now.saturating_add(ttl),
                 &addressed,
                 &deliveries,
+                DeviceSet::Exact,
             )
         })
         .await;

@@ -9,6 +9,10 @@
 //!
 //! - **Ciphertext and metadata only.** Message bodies and prekeys are opaque
 //!   bytes; enrollment tokens are stored as the hash the caller computed.
+//!   A shared ciphertext (a group send) is stored once and lives exactly as
+//!   long as a queued copy refers to it: every call that deletes copies
+//!   (acknowledgment, expiry, revocation, wipe) deletes it with its last
+//!   copy, in the same transaction.
 //! - **Atomic, durable, audited.** Each mutating call is one transaction:
 //!   the change and the audit entries describing it commit together or not
 //!   at all, and the call returns only after the commit is durable. A
@@ -34,7 +38,7 @@
 //! | [`request_wipe`](Storage::request_wipe) | `AdminAction`, detail `wipe` |
 //! | [`complete_wipe`](Storage::complete_wipe) | `AdminAction`, detail `wipe_done` (actor: the device), then the entries of a revocation (the `Revocation` entry's actor is the device) |
 //! | [`claim_bundle`](Storage::claim_bundle) | `PreKeyFetch`, detail `one_time=<id>` or `one_time=none` |
-//! | [`enqueue`](Storage::enqueue) | one `Send` per recipient (size = that ciphertext's length); nothing for a duplicate, nothing for a refusal ([`StaleDevices`](StorageError::StaleDevices), ...) |
+//! | [`enqueue`](Storage::enqueue) | one `Send` per recipient copy (size = that copy's ciphertext length: the shared ciphertext's for each recipient of a shared delivery); nothing for a duplicate, nothing for a refusal ([`StaleDevices`](StorageError::StaleDevices), ...) |
 //! | [`ack`](Storage::ack) | one `Acknowledgment` per deleted copy |
 //! | [`expire`](Storage::expire) | one `Expiry` per deleted copy |
 //! | [`publish_role_schedule`](Storage::publish_role_schedule) | `AdminAction`, detail `role=<role id> v=<version>` |
@@ -59,9 +63,9 @@ use ward_audit::{
 pub use self::error::{Result, StorageError};
 pub use self::sqlite::{DATABASE_FILE, SCHEMA_VERSION, SqliteStorage, StorageConfig};
 pub use self::types::{
-    AckedMessage, Acknowledged, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey,
+    AckedMessage, Acknowledged, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey, DeviceSet,
     EnqueueReceipt, ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy,
-    QueuedMessage, Revocation, Role, RoleScheduleRecord, TOKEN_HASH_LEN, User,
+    QueuedMessage, Revocation, Role, RoleScheduleRecord, SharedDelivery, TOKEN_HASH_LEN, User,
 };
 
 /// The relay's storage. Methods are synchronous and block until done (for a
@@ -226,9 +230,13 @@ pub trait Storage: Send + Sync {
 
     // ----- messages -----
 
-    /// Stores one message for each delivery, durably, before returning.
-    /// `addressed` are the users the send is addressed to (the sender's own
-    /// user may be among them, or not).
+    /// Stores one message for each delivery and for each recipient of a
+    /// shared delivery, durably, before returning. `addressed` are the
+    /// users the send is addressed to (the sender's own user may be among
+    /// them, or not). `devices` says which rule the recipients are held to:
+    /// [`DeviceSet::Exact`] for a 1:1 send, [`DeviceSet::Subset`] for a
+    /// **group send** (spec/13, 14), whose `shared` ciphertext, if any, is
+    /// stored once however many devices it is queued for.
     ///
     /// In this order, in one transaction:
     ///
@@ -238,13 +246,21 @@ pub trait Storage: Send + Sync {
     ///    before (and has not expired), nothing is stored and the original
     ///    receipt comes back with `duplicate: true`, whatever the rest of
     ///    the arguments.
-    /// 3. [`StorageError::InvalidInput`]: no deliveries, `expires_at` not
-    ///    after `now`, or a ciphertext above the configured maximum.
+    /// 3. [`StorageError::InvalidInput`]: no recipient at all (no delivery
+    ///    and no shared delivery), `expires_at` not after `now`, or a
+    ///    ciphertext (of a delivery or the shared one) above the configured
+    ///    maximum; in a group send also a shared delivery without
+    ///    recipients or with an empty ciphertext, or a device named twice
+    ///    across the deliveries and the shared delivery.
     /// 4. Every addressed user must exist ([`StorageError::NotFound`]).
-    /// 5. The delivery recipients must be exactly the active devices of
-    ///    every addressed user and of the sender's own user, except the
-    ///    sender itself: no device missing, none extra (unknown, revoked, or
-    ///    of a user not addressed), none twice. Otherwise
+    /// 5. Let *current* be the active devices of every addressed user and
+    ///    of the sender's own user, except the sender itself. In a 1:1
+    ///    send the delivery recipients must be exactly the current devices:
+    ///    no device missing, none extra (unknown, revoked, or of a user not
+    ///    addressed), none twice. In a group send every recipient (of the
+    ///    deliveries and of the shared delivery) must be a current device,
+    ///    and current devices may be missing (the group's roster, not the
+    ///    relay, decides who reads). Otherwise
     ///    [`StorageError::StaleDevices`] with the active devices of every
     ///    addressed user and of the sender's user, for the sender to
     ///    encrypt again.
@@ -252,6 +268,10 @@ pub trait Storage: Send + Sync {
     ///    ([`StorageError::QueueFull`]).
     ///
     /// A refusal stores nothing for any recipient.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per part of a send, as the protocol's Send has them"
+    )]
     fn enqueue(
         &self,
         sender: &DeviceKey,
@@ -260,6 +280,7 @@ pub trait Storage: Send + Sync {
         expires_at: u64,
         addressed: &[UserId],
         deliveries: &[Delivery<'_>],
+        devices: DeviceSet<'_>,
     ) -> Result<EnqueueReceipt>;
 
     /// Up to `limit` messages queued for `device` with a sequence number

@@ -213,6 +213,43 @@ impl fmt::Debug for Delivery<'_> {
     }
 }
 
+/// How [`enqueue`](super::Storage::enqueue) checks a send's recipients
+/// against the directory (its rule 5), and the one ciphertext the send
+/// shares, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSet<'a> {
+    /// The deliveries name every current device, each once (spec/08, "The
+    /// device set rule"): the 1:1 send.
+    Exact,
+    /// A group send (spec/08, "The group rule"): the sender names a subset
+    /// of the current devices, as a group's roster decides. `shared`, if
+    /// given, is queued for its recipients besides the deliveries.
+    Subset {
+        /// One ciphertext for several recipients, stored once.
+        shared: Option<SharedDelivery<'a>>,
+    },
+}
+
+/// One ciphertext for several recipients (a group message, spec/13),
+/// handed to [`enqueue`](super::Storage::enqueue) in
+/// [`DeviceSet::Subset`]: stored once, and queued for each recipient.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SharedDelivery<'a> {
+    /// The recipient devices, each named once.
+    pub recipients: &'a [DeviceKey],
+    /// The one ciphertext they all get.
+    pub ciphertext: &'a [u8],
+}
+
+impl fmt::Debug for SharedDelivery<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedDelivery")
+            .field("recipients", &self.recipients)
+            .field("len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
 /// Where a copy of a message sits: a recipient's queue and its sequence
 /// number there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +271,8 @@ pub struct EnqueueReceipt {
     /// When it expires.
     pub expires_at: u64,
     /// The copies still queued (for a new message, one per delivery in the
-    /// order given; for a duplicate, those not yet acknowledged or expired).
+    /// order given, then one per shared recipient in the order given; for a
+    /// duplicate, those not yet acknowledged or expired, in enqueue order).
     pub copies: Vec<QueuedCopy>,
 }
 

@@ -54,13 +54,23 @@
 //!
 //! `secure_delete = FAST` overwrites deleted ciphertext in the database
 //! pages when that costs no extra I/O; `foreign_keys = ON`.
+//!
+//! # Shared payloads
+//!
+//! A group send's one ciphertext is stored once, in `payloads`, and its
+//! queued copies refer to it; a trigger deletes it with its last copy, in
+//! the same statement, whichever path deletes that copy. Per-device
+//! envelopes stay inline in their copy, as before: a payload row would
+//! save nothing for a ciphertext with one copy and would cost the 1:1 path
+//! a row insert, a delete and a lookup per message. See `payloads.rs`.
 
+mod enqueue;
 mod leaves;
+mod payloads;
 mod roles;
 mod schema;
 mod writer;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, SyncSender};
@@ -80,9 +90,9 @@ use self::writer::{Job, QUEUE_CAPACITY, Request, Tx, Writer};
 use super::Storage;
 use super::error::{Result, StorageError};
 use super::types::{
-    AckedMessage, Acknowledged, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey,
-    EnqueueReceipt, ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedCopy,
-    QueuedMessage, Revocation, Role, RoleScheduleRecord, TOKEN_HASH_LEN, User,
+    AckedMessage, Acknowledged, AuditState, DEVICE_KEY_LEN, Delivery, Device, DeviceKey, DeviceSet,
+    EnqueueReceipt, ExpiredMessage, IDENTITY_LEN, OneTimePreKey, PreKeyBundle, QueuedMessage,
+    Revocation, Role, RoleScheduleRecord, TOKEN_HASH_LEN, User,
 };
 
 /// The database file inside the data directory.
@@ -470,57 +480,6 @@ fn list_devices(conn: &Connection, user: &UserId, include_revoked: bool) -> Resu
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([user.as_str()], DeviceRow::read)?;
     rows.map(|row| row?.into_device()).collect()
-}
-
-/// Who a send must reach: the active devices of the addressed users and of
-/// the sender's own user, but not the sender (see [`Storage::enqueue`]).
-struct Recipients {
-    /// Each addressed user (once, in the order given), then the sender's
-    /// user if it was not addressed, with its active devices.
-    current: Vec<(UserId, Vec<Device>)>,
-    sender: DeviceKey,
-}
-
-fn current_recipients(
-    conn: &Connection,
-    sender: &Device,
-    addressed: &[UserId],
-) -> Result<Recipients> {
-    let mut current: Vec<(UserId, Vec<Device>)> = Vec::with_capacity(addressed.len() + 1);
-    for user in addressed.iter().chain(core::iter::once(&sender.user)) {
-        if current.iter().any(|(listed, _)| listed == user) {
-            continue;
-        }
-        // An unknown addressed user is NotFound.
-        let devices = list_devices(conn, user, false)?;
-        current.push((user.clone(), devices));
-    }
-    Ok(Recipients {
-        current,
-        sender: sender.key,
-    })
-}
-
-impl Recipients {
-    /// The recipient device of each delivery, in order, if the deliveries
-    /// name exactly the devices the send must reach, each once; `None`
-    /// when they do not (a stale device list).
-    fn check(&self, deliveries: &[(DeviceKey, Vec<u8>)]) -> Option<Vec<&Device>> {
-        let mut expected: BTreeMap<DeviceKey, &Device> = self
-            .current
-            .iter()
-            .flat_map(|(_, devices)| devices)
-            .filter(|device| device.key != self.sender)
-            .map(|device| (device.key, device))
-            .collect();
-        // Removing each recipient from the expected set refuses unexpected
-        // devices and repeats alike; what is left was missed.
-        let targets = deliveries
-            .iter()
-            .map(|(recipient, _)| expected.remove(recipient))
-            .collect::<Option<Vec<_>>>()?;
-        expected.is_empty().then_some(targets)
-    }
 }
 
 impl Tx<'_> {
@@ -1074,135 +1033,26 @@ impl Storage for SqliteStorage {
         expires_at: u64,
         addressed: &[UserId],
         deliveries: &[Delivery<'_>],
+        devices: DeviceSet<'_>,
     ) -> Result<EnqueueReceipt> {
-        let now = check_int(now, "time out of range")?;
-        let expires_at = check_int(expires_at, "expiry out of range")?;
-        let sender = *sender;
-        let addressed = addressed.to_vec();
-        let deliveries: Vec<(DeviceKey, Vec<u8>)> = deliveries
-            .iter()
-            .map(|d| (d.recipient, d.ciphertext.to_vec()))
-            .collect();
-        let cost = deliveries.iter().map(|(_, c)| c.len()).sum();
-        self.write(cost, move |tx| {
-            let from = active_device(tx.conn(), &sender)?;
-            // A retry of a stored message: the original receipt.
-            let original: Option<(u64, u64)> = tx
-                .conn()
-                .prepare_cached(
-                    "SELECT enqueued_at, expires_at FROM sends \
-                     WHERE sender = ?1 AND message_id = ?2",
-                )?
-                .query_row(params![sender.0, message_id.0], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()?;
-            if let Some((enqueued_at, expires_at)) = original {
-                let mut stmt = tx.conn().prepare_cached(
-                    "SELECT recipient, seq FROM queue WHERE sender = ?1 AND message_id = ?2 \
-                     ORDER BY id",
-                )?;
-                let copies = stmt
-                    .query_map(params![sender.0, message_id.0], |row| {
-                        Ok(QueuedCopy {
-                            recipient: DeviceKey(row.get(0)?),
-                            seq: row.get(1)?,
-                        })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                return Ok(EnqueueReceipt {
-                    duplicate: true,
-                    enqueued_at,
-                    expires_at,
-                    copies,
-                });
-            }
-            if deliveries.is_empty() {
-                return Err(StorageError::InvalidInput("no deliveries"));
-            }
-            if expires_at <= now {
-                return Err(StorageError::InvalidInput("expiry is not after now"));
-            }
-            if deliveries
+        let (subset, shared) = match devices {
+            DeviceSet::Exact => (false, None),
+            DeviceSet::Subset { shared } => (true, shared),
+        };
+        let send = enqueue::Send {
+            sender: *sender,
+            message_id,
+            now: check_int(now, "time out of range")?,
+            expires_at: check_int(expires_at, "expiry out of range")?,
+            addressed: addressed.to_vec(),
+            deliveries: deliveries
                 .iter()
-                .any(|(_, ciphertext)| ciphertext.len() > tx.config.max_ciphertext_len)
-            {
-                return Err(StorageError::InvalidInput("ciphertext too large"));
-            }
-            let recipients = current_recipients(tx.conn(), &from, &addressed)?;
-            let targets = match recipients.check(&deliveries) {
-                Some(targets) => targets,
-                None => {
-                    return Err(StorageError::StaleDevices {
-                        current: recipients.current,
-                    });
-                }
-            };
-            let limit = tx.config.max_queue_depth;
-            let mut queued = Vec::with_capacity(targets.len());
-            for to in targets {
-                let (next_seq, len): (u64, u64) = tx
-                    .conn()
-                    .prepare_cached(
-                        "SELECT next_seq, queue_len FROM devices WHERE device_key = ?1",
-                    )?
-                    .query_row([to.key.0], |row| Ok((row.get(0)?, row.get(1)?)))?;
-                if len >= u64::from(limit) {
-                    return Err(StorageError::QueueFull {
-                        device: to.key,
-                        limit,
-                    });
-                }
-                queued.push((to.key, to.user.clone(), next_seq));
-            }
-            tx.conn()
-                .prepare_cached(
-                    "INSERT INTO sends (sender, message_id, enqueued_at, expires_at) \
-                     VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![sender.0, message_id.0, now, expires_at])?;
-            let mut copies = Vec::with_capacity(deliveries.len());
-            for ((_, ciphertext), (to, to_user, seq)) in deliveries.iter().zip(queued) {
-                let conn = tx.conn();
-                conn.prepare_cached(
-                    "INSERT INTO queue (recipient, seq, sender, message_id, enqueued_at, \
-                     expires_at, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    to.0,
-                    seq,
-                    sender.0,
-                    message_id.0,
-                    now,
-                    expires_at,
-                    ciphertext
-                ])?;
-                conn.prepare_cached(
-                    "UPDATE devices SET next_seq = next_seq + 1, queue_len = queue_len + 1 \
-                     WHERE device_key = ?1",
-                )?
-                .execute([to.0])?;
-                tx.audit(
-                    AuditEntry {
-                        actor_user: Some(from.user.clone()),
-                        actor_device: sender.audit_id(),
-                        target_user: Some(to_user),
-                        target_device: to.audit_id(),
-                        message_id: Some(message_id),
-                        size: Some(ciphertext.len() as u64),
-                        ..entry(EventKind::Send)
-                    },
-                    now,
-                )?;
-                copies.push(QueuedCopy { recipient: to, seq });
-            }
-            Ok(EnqueueReceipt {
-                duplicate: false,
-                enqueued_at: now,
-                expires_at,
-                copies,
-            })
-        })
+                .map(|d| (d.recipient, d.ciphertext.to_vec()))
+                .collect(),
+            subset,
+            shared: shared.map(|s| (s.recipients.to_vec(), s.ciphertext.to_vec())),
+        };
+        self.write(send.cost(), move |tx| send.run(tx))
     }
 
     fn fetch(&self, device: &DeviceKey, after_seq: u64, limit: u32) -> Result<Vec<QueuedMessage>> {

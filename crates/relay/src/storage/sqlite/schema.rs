@@ -234,3 +234,126 @@ fn migrate_to(conn: &Connection, target: u32) -> Result<()> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use ward_audit::{MessageId, UserId};
+
+    use super::*;
+    use crate::storage::{
+        DATABASE_FILE, DeviceKey, DeviceSet, SharedDelivery, SqliteStorage, Storage, StorageConfig,
+    };
+
+    const A1: DeviceKey = DeviceKey([1; 32]);
+    const B1: DeviceKey = DeviceKey([2; 32]);
+    const B2: DeviceKey = DeviceKey([3; 32]);
+    const T0: u64 = 1_790_000_000_000;
+
+    fn payload_count(dir: &std::path::Path) -> u64 {
+        Connection::open(dir.join(DATABASE_FILE))
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM payloads", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    /// A database as a version-4 relay leaves it: users `a` and `b`,
+    /// devices A1 of `a` and B1, B2 of `b`, and one message from A1 queued
+    /// for B1.
+    fn version_4(dir: &std::path::Path) {
+        let conn = Connection::open(dir.join(DATABASE_FILE)).unwrap();
+        migrate_to(&conn, 4).unwrap();
+        let version: u32 = conn
+            .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 4);
+        conn.execute_batch(&format!(
+            "INSERT INTO users VALUES ('a', 'nurse', {T0}), ('b', 'nurse', {T0});
+             INSERT INTO devices (device_key, user_id, identity, enrolled_at)
+                 VALUES (x'{a1}', 'a', zeroblob(128), {T0});
+             INSERT INTO devices (device_key, user_id, identity, enrolled_at, next_seq, queue_len)
+                 VALUES (x'{b1}', 'b', zeroblob(128), {T0}, 2, 1),
+                        (x'{b2}', 'b', zeroblob(128), {T0} + 1, 1, 0);
+             INSERT INTO sends VALUES (x'{a1}', x'{id}', {T0}, {T0} + 3600000);
+             INSERT INTO queue (recipient, seq, sender, message_id, enqueued_at, expires_at, ciphertext)
+                 VALUES (x'{b1}', 1, x'{a1}', x'{id}', {T0}, {T0} + 3600000, x'0102030405');",
+            a1 = hex::encode(A1.0),
+            b1 = hex::encode(B1.0),
+            b2 = hex::encode(B2.0),
+            id = hex::encode([7u8; 16]),
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_version_4_database_is_migrated_with_its_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        version_4(dir.path());
+        let s = SqliteStorage::open(dir.path(), StorageConfig::default()).unwrap();
+        let version: u32 = Connection::open(s.path())
+            .unwrap()
+            .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+
+        // The message queued before the migration is delivered as it was.
+        let queued = s.fetch(&B1, 0, 10).unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].ciphertext, [1, 2, 3, 4, 5]);
+        assert_eq!(queued[0].message_id, MessageId([7; 16]));
+
+        // The migrated database takes group sends.
+        let receipt = s
+            .enqueue(
+                &A1,
+                MessageId([8; 16]),
+                T0 + 10,
+                T0 + 3_600_000,
+                &[UserId::new("b").unwrap()],
+                &[],
+                DeviceSet::Subset {
+                    shared: Some(SharedDelivery {
+                        recipients: &[B1, B2],
+                        ciphertext: b"group!",
+                    }),
+                },
+            )
+            .unwrap();
+        assert_eq!(receipt.copies.len(), 2);
+        assert_eq!(receipt.copies[0].seq, 2, "B1's queue goes on from 2");
+        assert_eq!(payload_count(dir.path()), 1);
+        let acked = s
+            .acknowledge(&B1, &[MessageId([7; 16]), MessageId([8; 16])], T0 + 20)
+            .unwrap();
+        assert_eq!(
+            acked.acked.iter().map(|m| m.size).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        assert_eq!(payload_count(dir.path()), 1, "B2 still holds a copy");
+        s.ack(&B2, MessageId([8; 16]), T0 + 30).unwrap();
+        assert_eq!(payload_count(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_relay_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStorage::open(dir.path(), StorageConfig::default()).unwrap());
+        Connection::open(dir.path().join(DATABASE_FILE))
+            .unwrap()
+            .execute(
+                "UPDATE schema_version SET version = ?1",
+                [SCHEMA_VERSION + 1],
+            )
+            .unwrap();
+        match SqliteStorage::open(dir.path(), StorageConfig::default()) {
+            Err(StorageError::Backend(message)) => {
+                assert!(message.contains("newer than this relay's"), "{message}");
+            }
+            other => panic!("opened: {other:?}"),
+        }
+        // Refused, not downgraded.
+        let version: u32 = Connection::open(dir.path().join(DATABASE_FILE))
+            .unwrap()
+            .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION + 1);
+    }
+}
