@@ -1,5 +1,7 @@
 //! One handler per request (spec/08, "Requests").
 
+mod send;
+
 use std::sync::Arc;
 
 use ward_audit::{AuditEntry, Detail, EventKind, MessageId, Outcome, UserId};
@@ -9,9 +11,7 @@ use super::auth;
 use super::connection::{AuthState, Connection, Session};
 use super::refusal::{Refusal, code_name};
 use super::{NONCE_LEN, Shared, close_code, now_ms};
-use crate::storage::{
-    DEVICE_KEY_LEN, Delivery, DeviceKey, DeviceSet, OneTimePreKey, QueuedMessage, StorageError,
-};
+use crate::storage::{DEVICE_KEY_LEN, DeviceKey, OneTimePreKey, QueuedMessage, StorageError};
 
 type Handled = Result<Resp, Refusal>;
 
@@ -50,7 +50,7 @@ pub(crate) async fn dispatch(
                 Req::UploadPrekeys(r) => upload_prekeys(shared, &session, r).await,
                 Req::GetDevices(r) => get_devices(shared, r).await,
                 Req::ClaimBundles(r) => claim_bundles(shared, &session, r).await,
-                Req::Send(r) => send(shared, &session, r).await,
+                Req::Send(r) => send::send(shared, &session, r).await,
                 Req::Fetch(r) => fetch(shared, &session, r).await,
                 Req::Ack(r) => ack(shared, &session, r).await,
                 Req::PrekeyStatus(_) => prekey_status(shared, &session).await,
@@ -587,99 +587,6 @@ fn message_id(bytes: &[u8]) -> Result<MessageId, Refusal> {
     <[u8; ward_audit::entry::MESSAGE_ID_LEN]>::try_from(bytes)
         .map(MessageId)
         .map_err(|_| Refusal::invalid("message ids are 16 bytes"))
-}
-
-async fn send(shared: &Arc<Shared>, session: &Arc<Session>, r: wire::Send) -> Handled {
-    let limits = &shared.limits;
-    let id = message_id(&r.message_id)?;
-    if r.envelopes.len() > limits.max_envelopes as usize {
-        return Err(Refusal::invalid(format!(
-            "at most {} envelopes per send",
-            limits.max_envelopes
-        )));
-    }
-    if r.user_ids.len() > MAX_USERS_PER_REQUEST {
-        return Err(Refusal::invalid("too many users in one send"));
-    }
-    let ttl = match r.ttl_ms {
-        0 => limits.default_ttl_ms,
-        ttl if ttl > limits.max_ttl_ms => {
-            return Err(Refusal::invalid(format!(
-                "ttl_ms is above the relay's maximum of {}",
-                limits.max_ttl_ms
-            )));
-        }
-        ttl => ttl,
-    };
-    let addressed = r
-        .user_ids
-        .iter()
-        .map(|u| user_id(u))
-        .collect::<Result<Vec<_>, _>>()?;
-    let distinct: std::collections::HashSet<&UserId> = addressed.iter().collect();
-    if distinct.len() != addressed.len() {
-        return Err(Refusal::invalid("a user is named twice"));
-    }
-    let mut envelopes = Vec::with_capacity(r.envelopes.len());
-    let mut bytes = 0u64;
-    for e in r.envelopes {
-        if e.ciphertext.len() > limits.max_ciphertext_len as usize {
-            return Err(Refusal::new(
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "a ciphertext is above the relay's maximum of {} bytes",
-                    limits.max_ciphertext_len
-                ),
-            ));
-        }
-        bytes += e.ciphertext.len() as u64;
-        envelopes.push((device_key(&e.device_key)?, e.ciphertext));
-    }
-    let sender = session.device;
-    let receipt = shared
-        .storage(move |s| {
-            let now = now_ms();
-            let deliveries: Vec<Delivery<'_>> = envelopes
-                .iter()
-                .map(|(recipient, ciphertext)| Delivery {
-                    recipient: *recipient,
-                    ciphertext,
-                })
-                .collect();
-            s.enqueue(
-                &sender,
-                id,
-                now,
-                now.saturating_add(ttl),
-                &addressed,
-                &deliveries,
-                DeviceSet::Exact,
-            )
-        })
-        .await;
-    let receipt = match receipt {
-        Ok(receipt) => receipt,
-        Err(e @ StorageError::StaleDevices { .. }) => {
-            shared.metrics.sends_stale_total.inc();
-            return Err(e.into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if !receipt.duplicate {
-        shared
-            .metrics
-            .messages_stored_total
-            .inc_by(receipt.copies.len() as u64);
-        shared.metrics.message_bytes_stored_total.inc_by(bytes);
-        for copy in &receipt.copies {
-            shared.wake(&copy.recipient);
-        }
-    }
-    Ok(Resp::Sent(wire::SendReceipt {
-        duplicate: receipt.duplicate,
-        enqueued_at_ms: receipt.enqueued_at,
-        expires_at_ms: receipt.expires_at,
-    }))
 }
 
 async fn fetch(shared: &Arc<Shared>, session: &Arc<Session>, r: wire::Fetch) -> Handled {
