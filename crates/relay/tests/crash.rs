@@ -1,6 +1,7 @@
-//! A relay killed with SIGKILL while a client sends: after a restart every
-//! acknowledged message is delivered, exactly once after de-duplication by
-//! id, and the audit log verifies. And a relay killed and started again on
+//! A relay killed with SIGKILL while a client sends (in envelopes and as
+//! group sends): after a restart every acknowledged message is delivered,
+//! exactly once after de-duplication by id, no shared payload is left
+//! behind, and the audit log verifies. And a relay killed and started again on
 //! its address resets its previous run's connections at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -31,16 +32,27 @@ fn message_id(n: u32) -> Vec<u8> {
     id
 }
 
+/// Sends message `n` to `to`: every third one as a group send (its
+/// ciphertext stored once, as a shared payload), the others in an envelope.
 async fn send(c: &RelayConnection, to: &[u8; 32], n: u32) -> bool {
+    let ciphertext = n.to_be_bytes().repeat(64);
+    let (envelopes, shared_ciphertext, shared_devices) = if n.is_multiple_of(3) {
+        (vec![], ciphertext, vec![to.to_vec()])
+    } else {
+        let envelope = wire::Envelope {
+            device_key: to.to_vec(),
+            ciphertext,
+        };
+        (vec![envelope], vec![], vec![])
+    };
     let result = c
         .request(Req::Send(wire::Send {
             message_id: message_id(n),
             user_ids: vec!["b".to_owned()],
-            envelopes: vec![wire::Envelope {
-                device_key: to.to_vec(),
-                ciphertext: n.to_be_bytes().repeat(64),
-            }],
+            envelopes,
             ttl_ms: 0,
+            shared_ciphertext,
+            shared_devices,
             ..Default::default()
         }))
         .await;
@@ -148,6 +160,15 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
     ca.close().await;
     cb.close().await;
     relay.kill();
+
+    // Every shared payload went with its copy: none left behind by the
+    // crash or the acknowledgments.
+    let db = rusqlite::Connection::open(data.join(ward_relay::storage::DATABASE_FILE)).unwrap();
+    let payloads: u64 = db
+        .query_row("SELECT COUNT(*) FROM payloads", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(payloads, 0);
+    drop(db);
 
     // The audit log, written through the crash, verifies.
     let export = data.join("audit.export");
