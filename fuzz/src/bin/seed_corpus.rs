@@ -257,6 +257,22 @@ fn relay_frames(root: &Path, device: &Device) -> std::io::Result<()> {
                     },
                 ],
                 ttl_ms: 86_400_000,
+                ..Default::default()
+            }),
+        ),
+        (
+            "send-group",
+            request::Body::Send(wire::Send {
+                message_id: message_id.clone(),
+                user_ids: vec![user(), "bob@clinic.example".to_owned()],
+                envelopes: vec![wire::Envelope {
+                    device_key: vec![0x22; 32],
+                    ciphertext: vec![0x09; 40],
+                }],
+                ttl_ms: 0,
+                shared_ciphertext: vec![0x08; 80],
+                shared_devices: vec![device_key.clone(), vec![0x33; 32]],
+                ..Default::default()
             }),
         ),
         (
