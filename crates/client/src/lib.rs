@@ -22,15 +22,18 @@ mod tls;
 
 pub use self::connection::{Deliveries, RelayConnection};
 pub use self::content::{
-    Attachment, AttachmentKey, Content, ContentError, Message, Priority, Receipt, ReceiptKind,
+    Attachment, AttachmentKey, Content, ContentError, GroupControl, GroupControlBody, Message,
+    Priority, Receipt, ReceiptKind,
 };
 pub use self::messenger::{
-    ConnectionState, Event, IncomingMessage, Messenger, MessengerOptions, RoleSend,
+    ConnectionState, Event, GroupInfo, GroupMemberInfo, IncomingMessage, Messenger,
+    MessengerOptions, RoleSend,
 };
 pub use self::store::{
-    APPLICATION_ID, DeviceRecord, IdentityStatus, Insertion, KnownIdentity, MAX_NAME_LEN,
-    MAX_VALUE_LEN, MessageRef, OutboxStatus, OutgoingMessage, PendingEvent, ReceivedMessage,
-    RelayInfo, STORE_FORMAT, SignedPreKeyInfo, StorageKey, Store, StoreError,
+    APPLICATION_ID, DeviceRecord, GroupSend, IdentityStatus, Insertion, KnownIdentity,
+    MAX_GROUP_PENDING, MAX_GROUP_SENT_KEPT, MAX_NAME_LEN, MAX_VALUE_LEN, MessageRef, OutboxStatus,
+    OutgoingMessage, PendingEvent, PendingGroupItem, PendingKind, ReceivedMessage, RelayInfo,
+    STORE_FORMAT, SignedPreKeyInfo, StorageKey, Store, StoreError,
 };
 pub use self::tls::{ALPN, PinMismatch, pinned_client_config};
 pub use ward_proto::relay_v1 as wire;
@@ -113,6 +116,9 @@ pub enum ClientError {
         /// The role.
         role_id: String,
     },
+    /// This device has no such group.
+    #[error("no such group")]
+    UnknownGroup,
     /// The message is in the outbox, but the relay has not taken it yet:
     /// the connection is down, or the relay asked to wait (a rate limit, a
     /// full queue). The messenger sends it again, with this id, when it is

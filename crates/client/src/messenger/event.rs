@@ -94,6 +94,15 @@ pub enum Event {
     /// app deletes the storage key from the platform's key store and drops
     /// the messenger.
     Wiped,
+    /// A group's roster or name changed, or this device joined a group
+    /// (a creation or a welcome): read it with
+    /// [`Messenger::group`](super::Messenger::group).
+    GroupChanged {
+        /// The group.
+        group_id: [u8; 16],
+        /// The user whose device made the change.
+        by_user: String,
+    },
     /// A message decrypted (and was stored and acknowledged) but its
     /// content is not valid `ward.content.v1` (spec/12, CNT-9).
     Unreadable {
@@ -142,6 +151,7 @@ impl core::fmt::Debug for Event {
             Self::IdentityChanged { .. } => f.write_str("IdentityChanged"),
             Self::NewDevice { .. } => f.write_str("NewDevice"),
             Self::Wiped => f.write_str("Wiped"),
+            Self::GroupChanged { .. } => f.write_str("GroupChanged"),
             Self::Unreadable { error, .. } => f
                 .debug_struct("Unreadable")
                 .field("error", error)

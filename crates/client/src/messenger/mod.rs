@@ -15,6 +15,8 @@
 //! [`prekeys`](self::prekeys) keeps the relay supplied.
 
 mod event;
+mod group_receive;
+mod groups;
 mod link;
 mod prekeys;
 mod receive;
@@ -31,6 +33,7 @@ use ward_core::{DeviceIdentity, IdentityKeyPair, Party, SafetyNumber};
 use zeroize::Zeroizing;
 
 pub use self::event::{ConnectionState, Event, IncomingMessage};
+pub use self::groups::{GroupInfo, GroupMemberInfo};
 use self::link::{Link, Owed, is_connection_failure};
 use self::receive::HandedOut;
 pub use self::roles::RoleSend;
@@ -98,6 +101,10 @@ pub struct MessengerOptions {
     /// schedules must verify (spec/15). Pinned here by the app, never
     /// taken from the relay. Default: none (roles cannot be used).
     pub role_admin_keys: Vec<[u8; 32]>,
+    /// When this device's sender chain in a group is replaced even though
+    /// no device left: after this many messages or this age. Default 1000
+    /// messages or 7 days (spec/13, "Bounds").
+    pub group_rotation: ward_core::RotationPolicy,
 }
 
 impl Default for MessengerOptions {
@@ -117,11 +124,13 @@ impl Default for MessengerOptions {
             request_timeout: Duration::from_secs(20),
             outbox_retry: Duration::from_secs(15),
             role_admin_keys: Vec::new(),
+            group_rotation: ward_core::RotationPolicy::default(),
         }
     }
 }
 
 /// A delivery receipt in the outbox, on its way to the relay.
+#[derive(Clone)]
 struct DueReceipt {
     message_id: [u8; 16],
     to_user: String,
@@ -184,6 +193,8 @@ pub struct Messenger {
     /// Test hook: see `Messenger::stall_before_next_ack`.
     #[cfg(feature = "test-hooks")]
     stall_before_ack: bool,
+    #[cfg(feature = "test-hooks")]
+    withhold_distribution: bool,
 }
 
 impl core::fmt::Debug for Messenger {
@@ -352,6 +363,8 @@ impl Messenger {
             last_maintenance: Instant::now(),
             #[cfg(feature = "test-hooks")]
             stall_before_ack: false,
+            #[cfg(feature = "test-hooks")]
+            withhold_distribution: false,
         }
     }
 
@@ -566,6 +579,13 @@ impl Messenger {
         plaintext: &[u8],
     ) -> Result<[u8; 16]> {
         self.send_plaintext(users, plaintext).await
+    }
+
+    /// The next group message goes to every member device as the shared
+    /// ciphertext only, as if its chain had reached them: what a lost
+    /// distribution leaves behind (SK-13).
+    pub fn withhold_next_distribution(&mut self) {
+        self.withhold_distribution = true;
     }
 
     /// Closes the connection under the messenger, as a network that drops

@@ -20,7 +20,7 @@ use super::{
     random_id,
 };
 use crate::ClientError;
-use crate::content::{self, Content, Receipt, ReceiptKind};
+use crate::content::{self, Content, GroupControlBody, Receipt, ReceiptKind};
 use crate::store::{IdentityStatus, MessageRef, PendingEvent, StoreError};
 
 type Result<T, E = ClientError> = core::result::Result<T, E>;
@@ -233,6 +233,15 @@ impl Messenger {
             // This user's own devices confirm deliveries to each other
             // only as a side effect of the device set rule: not reported.
             Ok(Content::Receipt(r)) if from_own && r.kind == ReceiptKind::Delivered => None,
+            Ok(Content::Group(control)) => match control.body {
+                GroupControlBody::Change(_) | GroupControlBody::Welcome(_) => {
+                    Some(Event::GroupChanged {
+                        group_id: control.group_id,
+                        by_user: m.sender_user,
+                    })
+                }
+                _ => None,
+            },
             Ok(Content::Receipt(r)) => Some(Event::Receipt {
                 from_user: m.sender_user,
                 from_device: m.sender_device,
@@ -394,11 +403,27 @@ impl Messenger {
     async fn handle_delivery(&mut self, d: &wire::Delivery) -> Result<()> {
         let sender = key32(&d.sender_device)?;
         let message_id = id16(&d.message_id)?;
-        if self.store.get_mut()?.is_received(&sender, &message_id)? {
+        let seen = {
+            let store = self.store.get()?;
+            store.is_received(&sender, &message_id)?
+                || store.is_group_pending(&sender, &message_id)?
+        };
+        if seen {
             // Stored before: the relay did not hear our Ack (RLY-28).
             return self.ack(&[(sender, message_id)]).await;
         }
-        let receipt = self.decrypt_and_store(d, sender, message_id)?;
+        let (receipt, group_sends) =
+            if d.ciphertext.first() == Some(&ward_core::format::SENDER_KEY_MESSAGE) {
+                let effects =
+                    self.group_message_effects(&d.sender_user, sender, message_id, &d.ciphertext)?;
+                self.store.get_mut()?.atomically(|s| effects.commit(s))?;
+                (effects.receipts.clone(), effects.sends_anything())
+            } else {
+                self.decrypt_and_store(d, sender, message_id)?
+            };
+        if group_sends {
+            self.owed.outbox = true;
+        }
         // Stored with its event: what follows may be cut short, and the
         // next call (or the next connection) acknowledges it.
         let owed_before = self.owed.acks;
@@ -460,13 +485,14 @@ impl Messenger {
     /// STO-23): the session (and for a new session the one-time prekey's
     /// removal, the sender's identity and its event), the message, its
     /// event, and its automatic delivery receipt in the outbox, which is
-    /// returned to be sent.
+    /// returned to be sent. A group control commits its effects instead of
+    /// the message (and says whether it queued group traffic).
     fn decrypt_and_store(
         &mut self,
         d: &wire::Delivery,
         sender: [u8; 32],
         message_id: [u8; 16],
-    ) -> Result<Option<DueReceipt>> {
+    ) -> Result<(Vec<DueReceipt>, bool)> {
         let identity = self.identity.as_ref().ok_or(ClientError::Locked)?;
         let user = d.sender_user.as_str();
         let (session, plaintext, new_identity) = match MessageKind::of(&d.ciphertext)? {
@@ -523,7 +549,16 @@ impl Messenger {
                 (session, plaintext, None)
             }
         };
-        let receipt = self.delivery_receipt_for(user, message_id, &plaintext)?;
+        let group = match content::decode(&plaintext) {
+            Ok(Content::Group(control)) => {
+                Some(self.group_control_effects(user, sender, message_id, &plaintext, control)?)
+            }
+            _ => None,
+        };
+        let receipt = match group {
+            Some(_) => None,
+            None => self.delivery_receipt_for(user, message_id, &plaintext)?,
+        };
         let received_at_ms = now_ms();
         self.store.get_mut()?.atomically(|s| {
             s.save_session(&session)?;
@@ -536,6 +571,9 @@ impl Messenger {
                     s.push_event(&event)?;
                 }
             }
+            if let Some(effects) = &group {
+                return effects.commit(s);
+            }
             s.store_incoming(user, &sender, &message_id, received_at_ms, &plaintext)?;
             s.push_event(&PendingEvent::Received(MessageRef {
                 sender_device: sender,
@@ -546,13 +584,16 @@ impl Messenger {
             }
             Ok::<_, StoreError>(())
         })?;
-        Ok(receipt)
+        Ok(match group {
+            Some(effects) => (effects.receipts.clone(), effects.sends_anything()),
+            None => (receipt.into_iter().collect(), false),
+        })
     }
 
     /// The automatic `DELIVERED` receipt a message from another user calls
     /// for, unless turned off
     /// ([`MessengerOptions::send_delivery_receipts`](super::MessengerOptions::send_delivery_receipts)).
-    fn delivery_receipt_for(
+    pub(super) fn delivery_receipt_for(
         &self,
         sender_user: &str,
         message_id: [u8; 16],

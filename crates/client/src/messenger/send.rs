@@ -39,7 +39,7 @@ fn distinct(users: &[&str]) -> Vec<String> {
 /// limit, a full queue, a device list that kept changing, a relay error, a
 /// recipient device with no prekeys yet. (Other failures, but for final
 /// refusals, also leave the message in the outbox.)
-fn is_transient(error: &ClientError) -> bool {
+pub(super) fn is_transient(error: &ClientError) -> bool {
     use wire::ErrorCode as E;
     is_connection_failure(error)
         || matches!(error, ClientError::NoBundle)
@@ -148,6 +148,13 @@ impl Messenger {
                 }
             }
         }
+        if first_error
+            .as_ref()
+            .is_none_or(|e| !is_connection_failure(e))
+            && let Err(e) = self.resend_group_outbox().await
+        {
+            first_error.get_or_insert(e);
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -157,7 +164,7 @@ impl Messenger {
     /// `next_event` wakes for it. A lost connection needs no schedule: the
     /// outbox is resent whenever the messenger connects.
     /// A rate limit's `retry_after_ms` is waited out if longer.
-    fn retry_outbox_later(&mut self, error: &ClientError) {
+    pub(super) fn retry_outbox_later(&mut self, error: &ClientError) {
         let retry_after = match error {
             ClientError::Refused { retry_after_ms, .. } => Duration::from_millis(*retry_after_ms),
             ClientError::Pending { reason, .. } => match **reason {
@@ -293,7 +300,11 @@ impl Messenger {
     /// Each bundle is verified (02, 03) and must carry exactly the identity
     /// the relay listed for the device (RLY-20). A recorded identity and
     /// its event are committed with the session.
-    async fn open_sessions(&mut self, user: &str, devices: &[DeviceIdentity]) -> Result<()> {
+    pub(super) async fn open_sessions(
+        &mut self,
+        user: &str,
+        devices: &[DeviceIdentity],
+    ) -> Result<()> {
         let mut missing = Vec::new();
         for device in devices {
             if self.store.get()?.session(device.signing_key())?.is_none() {
@@ -378,7 +389,7 @@ impl Messenger {
     /// Encrypts `plaintext` for every listed device on its current session,
     /// saving each session before anything is sent (SES-5), all in one
     /// transaction.
-    fn encrypt_for(
+    pub(super) fn encrypt_for(
         &mut self,
         lists: &DeviceLists,
         plaintext: &[u8],

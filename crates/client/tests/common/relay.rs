@@ -31,6 +31,8 @@ pub struct TestRelay {
     relay: Option<Relay>,
     limits: Limits,
     pub storage: Arc<SqliteStorage>,
+    /// The relay's figures, kept across restarts.
+    pub metrics: Arc<Metrics>,
     pub fingerprint: [u8; 32],
     pub addr: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
@@ -41,6 +43,7 @@ pub struct TestRelay {
 fn serve(
     relay_dir: &Path,
     storage: &Arc<SqliteStorage>,
+    metrics: &Arc<Metrics>,
     limits: &Limits,
     bind: SocketAddr,
 ) -> (Relay, [u8; 32]) {
@@ -59,7 +62,7 @@ fn serve(
             reset_key,
         },
         Arc::clone(storage) as Arc<dyn Storage>,
-        Arc::new(Metrics::new()),
+        Arc::clone(metrics),
     )
     .unwrap();
     (relay, tls.fingerprint)
@@ -85,9 +88,11 @@ impl TestRelay {
             )
             .unwrap(),
         );
+        let metrics = Arc::new(Metrics::new());
         let (relay, fingerprint) = serve(
             &relay_dir,
             &storage,
+            &metrics,
             &limits,
             "127.0.0.1:0".parse().unwrap(),
         );
@@ -96,6 +101,7 @@ impl TestRelay {
             relay: Some(relay),
             limits,
             storage,
+            metrics,
             fingerprint,
             dir,
         }
@@ -121,6 +127,7 @@ impl TestRelay {
         let (relay, _) = serve(
             &self.dir.path().join("relay"),
             &self.storage,
+            &self.metrics,
             &self.limits,
             self.addr,
         );
