@@ -1,6 +1,7 @@
 //! The main job: a relay on 127.0.0.1 with its embedded SQLite store, and a
-//! conversation between two clinicians with two devices each through it.
-//! At the end the relay's audit log is exported and verified.
+//! conversation between two clinicians with two devices each through it,
+//! then their care team. At the end the relay's audit log is exported and
+//! verified.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -131,6 +132,22 @@ async fn main() -> Result<(), Error> {
         next_message(&mut lindqvist_tablet, "Lindqvist's tablet").await?;
     }
 
+    // A care team: one message, encrypted once under Lindqvist's sender
+    // key and stored once by the relay, read by every member device.
+    let team = lindqvist_phone
+        .create_group("4 West", &["dr.okafor"])
+        .await?;
+    println!("Lindqvist's phone created the care team \"4 West\"");
+    lindqvist_phone
+        .send_to_group(
+            &team,
+            Message::urgent("Bed 9: fall, no injury, please assess"),
+        )
+        .await?;
+    next_message(&mut okafor_phone, "Okafor's phone").await?;
+    next_message(&mut okafor_desk, "Okafor's desktop").await?;
+    next_message(&mut lindqvist_tablet, "Lindqvist's tablet").await?;
+
     let safety = okafor_phone.safety_number("rn.lindqvist")?;
     println!(
         "safety number Dr Okafor's phone shows for Lindqvist:\n  {}",
@@ -173,8 +190,15 @@ async fn next_message(device: &mut Messenger, name: &str) -> Result<IncomingMess
                 } else {
                     ""
                 };
+                let team = match m.message.group_id {
+                    Some(id) => match device.group(&id)? {
+                        Some(group) => format!("[{}] ", group.name),
+                        None => "[a group] ".to_owned(),
+                    },
+                    None => String::new(),
+                };
                 println!(
-                    "{name:<20} <- {}: {flag}{}{own}",
+                    "{name:<20} <- {team}{}: {flag}{}{own}",
                     m.sender_user, m.message.text
                 );
                 return Ok(m);
@@ -183,6 +207,9 @@ async fn next_message(device: &mut Messenger, name: &str) -> Result<IncomingMess
                 from_user, kind, ..
             } => println!("{name:<20} <- {from_user}: {kind:?} receipt"),
             Event::NewDevice { user, .. } => println!("{name:<20}    new device of {user}"),
+            Event::GroupChanged { by_user, .. } => {
+                println!("{name:<20}    a care team changed (by {by_user})")
+            }
             _ => {}
         }
     }

@@ -184,7 +184,7 @@ fn storage_key(mut bytes: Vec<u8>) -> Result<StorageKey> {
     result
 }
 
-fn message_id(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN]> {
+pub(crate) fn message_id(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN]> {
     bytes.try_into().map_err(|_| {
         WardError::invalid(format!(
             "a message id is {MESSAGE_ID_LEN} bytes, not {}",
@@ -250,7 +250,7 @@ impl WardDevice {
     }
 
     /// Runs `call` on the open messenger, on the runtime thread.
-    async fn with<T, F>(self: Arc<Self>, call: F) -> Result<T>
+    pub(crate) async fn with<T, F>(self: Arc<Self>, call: F) -> Result<T>
     where
         F: AsyncFnOnce(&mut Messenger) -> Result<T> + Send + 'static,
         T: Send + 'static,

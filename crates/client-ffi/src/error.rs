@@ -93,6 +93,9 @@ pub enum WardError {
         /// The role.
         role_id: String,
     },
+    /// This device holds no such group.
+    #[error("no such group")]
+    UnknownGroup,
     /// The device was closed or wiped.
     #[error("the device is closed")]
     Closed,
@@ -162,6 +165,7 @@ impl From<ClientError> for WardError {
                 detail: why.to_owned(),
             },
             ClientError::RoleUnheld { role_id } => Self::RoleUnheld { role_id },
+            ClientError::UnknownGroup => Self::UnknownGroup,
             e => Self::Internal {
                 detail: e.to_string(),
             },

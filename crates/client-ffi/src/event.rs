@@ -102,6 +102,7 @@ impl TryFrom<WardMessage> for Message {
                 Priority::Routine
             },
             sent_at_ms: 0,
+            group_id: None,
         })
     }
 }
@@ -160,6 +161,16 @@ pub enum WardEvent {
         /// Sent by this user from another of its devices: a copy of what
         /// the user sent, not a message to the user.
         from_own_device: bool,
+        /// The group it was sent to (16 bytes), or none for a 1:1 message.
+        group_id: Option<Vec<u8>>,
+    },
+    /// A group's roster or name changed, or this device joined one: read
+    /// it with [`WardDevice::group`](crate::WardDevice::group).
+    GroupChanged {
+        /// The group (16 bytes).
+        group_id: Vec<u8>,
+        /// Whose device made the change.
+        by_user: String,
     },
     /// A receipt for messages this user sent.
     Receipt {
@@ -251,6 +262,7 @@ impl From<Event> for WardEvent {
                 sender_device: sender_device.to_vec(),
                 message_id: message_id.to_vec(),
                 urgent: message.priority == Priority::Urgent,
+                group_id: message.group_id.map(|id| id.to_vec()),
                 attachments: message.attachments.into_iter().map(Into::into).collect(),
                 text: message.text,
                 sent_at_ms,
@@ -288,6 +300,10 @@ impl From<Event> for WardEvent {
                 reason: error.to_string(),
             },
             Event::Wiped => Self::Wiped,
+            Event::GroupChanged { group_id, by_user } => Self::GroupChanged {
+                group_id: group_id.to_vec(),
+                by_user,
+            },
             Event::Connection(ConnectionState::Connected) => Self::Connection {
                 connected: true,
                 retry_in_ms: 0,

@@ -38,10 +38,12 @@
 mod device;
 mod error;
 mod event;
+mod group;
 mod runtime;
 
 pub use self::device::{WardDevice, WardListener, WardOptions};
 pub use self::error::WardError;
 pub use self::event::{WardAttachment, WardEvent, WardMessage, WardReceiptKind};
+pub use self::group::{WardGroup, WardGroupMember};
 
 uniffi::setup_scaffolding!();

@@ -145,6 +145,14 @@ fun main() {
                 val paged = nextMessage(bob)
                 check(paged.messageId.contentEquals(toRole.messageId) && paged.text == "Bed 7: troponin rising")
 
+                // A care team: created here, read by Bob's device.
+                val team = alice.createGroup("4 West", listOf("bob"))
+                check(team.size == 16)
+                val toTeam = alice.sendToGroup(team, "Bed 9: fall, please assess", true)
+                val teamMessage = nextMessage(bob)
+                check(teamMessage.messageId.contentEquals(toTeam) && teamMessage.groupId!!.contentEquals(team))
+                check(bob.group(team)!!.name == "4 West")
+
                 // Typed errors.
                 try {
                     alice.sendText(listOf("nobody"), "hello?", false)

@@ -520,5 +520,62 @@ class RoleTest(unittest.IsolatedAsyncioTestCase):
             await bounded(device.shutdown())
 
 
+class GroupTest(unittest.IsolatedAsyncioTestCase):
+    """A care team (spec/14): created on one device, a message encrypted
+    once and read by every member, a member removed who then reads nothing
+    more."""
+
+    async def asyncSetUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ward-ffi-groups-")
+        self.data = os.path.join(self.tmp, "relay")
+        for user in ("nurse.diaz", "dr.adams", "dr.baker"):
+            admin(self.data, "user", "add", user, "--role", "clinician")
+        self.relay, self.addr, self.fingerprint = start_relay(self.data)
+
+    async def asyncTearDown(self):
+        stop_relay(self.relay)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    async def enroll(self, user, n):
+        token = issue_token(self.data, user)
+        path = os.path.join(self.tmp, f"{user}.ward")
+        return await bounded(WardDevice.enroll(path, key(n), self.addr, self.fingerprint, token, options()))
+
+    async def test_a_care_team_reads_a_message_and_a_removed_member_reads_nothing_more(self):
+        nurse = await self.enroll("nurse.diaz", 1)
+        adams = await self.enroll("dr.adams", 2)
+        baker = await self.enroll("dr.baker", 3)
+        group_id = await bounded(nurse.create_group("4 West", ["dr.adams", "dr.baker"]))
+        self.assertEqual(len(group_id), 16)
+        for device in (adams, baker):
+            while True:
+                event = await bounded(device.next_event())
+                if isinstance(event, WardEvent.GROUP_CHANGED):
+                    break
+            self.assertEqual(event.group_id, group_id)
+            self.assertEqual(event.by_user, "nurse.diaz")
+            group = await bounded(device.group(group_id))
+            self.assertEqual(group.name, "4 West")
+            self.assertEqual(sorted(m.user_id for m in group.members), ["dr.adams", "dr.baker", "nurse.diaz"])
+
+        sent = await bounded(nurse.send_to_group(group_id, "Bed 12 febrile", True))
+        for device in (adams, baker):
+            got = await next_message(device)
+            self.assertEqual((got.message_id, got.text, got.urgent, got.group_id), (sent, "Bed 12 febrile", True, group_id))
+
+        await bounded(nurse.remove_from_group(group_id, "dr.baker"))
+        while True:
+            event = await bounded(baker.next_event())
+            if isinstance(event, WardEvent.GROUP_CHANGED):
+                break
+        self.assertFalse((await bounded(baker.group(group_id))).is_member)
+        sent = await bounded(nurse.send_to_group(group_id, "Baker is off shift", False))
+        got = await next_message(adams)
+        self.assertEqual((got.message_id, got.text), (sent, "Baker is off shift"))
+        self.assertEqual(messages(await events_for(baker, 1.0)), [])
+        for device in (nurse, adams, baker):
+            await bounded(device.shutdown())
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
