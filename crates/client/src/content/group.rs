@@ -275,6 +275,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes as the body of `Content.group`: a typed error or
+        /// a control that encodes back to the same content, never a panic.
+        #[test]
+        fn arbitrary_group_controls_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let mut encoded = vec![0x1a];
+            prost::encoding::encode_varint(body.len() as u64, &mut encoded);
+            encoded.extend_from_slice(&body);
+            if let Ok(content) = decode(&super::super::pad(&encoded)) {
+                let again = encode(&content).unwrap();
+                proptest::prop_assert_eq!(decode(&again).unwrap(), content);
+            }
+        }
+    }
+
     #[test]
     fn debug_shows_only_the_kind() {
         let shown = format!(
