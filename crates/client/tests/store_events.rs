@@ -226,7 +226,10 @@ fn a_store_of_format_3_gains_its_group_tables_and_keeps_its_role_schedules() {
         .put_role_schedule("cardiology-oncall", b"signed bytes")
         .unwrap();
     drop(store);
-    edit(&path, &format!("{DROP_GROUP_TABLES} UPDATE meta SET format = 3"));
+    edit(
+        &path,
+        &format!("{DROP_GROUP_TABLES} UPDATE meta SET format = 3"),
+    );
     let mut store = Store::open(&path, &key()).unwrap();
     assert!(store.group_ids().unwrap().is_empty());
     store.save_group(&[9; 16], b"state").unwrap();
