@@ -197,6 +197,17 @@ impl Messenger {
         self.link.state()
     }
 
+    /// The bytes this device has sent to the relay over the current
+    /// connection, as UDP payload (QUIC headers, retransmissions and
+    /// acknowledgments included): for an app's diagnostics and for
+    /// measuring what a send costs. `None` while disconnected.
+    pub fn bytes_sent(&self) -> Option<u64> {
+        match &self.link {
+            Link::Up(up) => Some(up.connection.quic().stats().udp_tx.bytes),
+            Link::Down { .. } => None,
+        }
+    }
+
     /// Tells the messenger that the device's network changed (Wi-Fi to
     /// cellular, back from airplane mode), as the platform reports it:
     /// the next connection attempt is due at once, with the backoff reset.
