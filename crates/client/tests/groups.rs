@@ -131,7 +131,17 @@ async fn a_care_team_reads_each_message_once_and_a_removed_member_nothing_after(
                 .await
                 .unwrap();
         }
-        let events = team.settle_until(all_but_sender_have(group, 2)).await;
+        let receipts_at_sender = |all: &[(String, Vec<Event>)]| {
+            all[0]
+                .1
+                .iter()
+                .filter(|e| matches!(e, Event::Receipt { .. }))
+                .count()
+        };
+        let members_have_both = all_but_sender_have(group, 2);
+        let events = team
+            .settle_until(|all| members_have_both(all) && receipts_at_sender(all) >= 2)
+            .await;
         for (name, events) in &events[1..] {
             assert_eq!(
                 texts(events, &group),
@@ -142,11 +152,7 @@ async fn a_care_team_reads_each_message_once_and_a_removed_member_nothing_after(
         let from_own = group_messages(&events[1].1, &group);
         assert!(from_own.iter().all(|m| m.from_own_device));
         // Every member's device told the sender it has the message.
-        let receipts = events[0]
-            .1
-            .iter()
-            .filter(|e| matches!(e, Event::Receipt { .. }))
-            .count();
+        let receipts = receipts_at_sender(&events);
         assert!(receipts >= 2, "delivery receipts: {receipts}");
 
         team.device("nurse.diaz-0")
