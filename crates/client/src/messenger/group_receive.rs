@@ -105,7 +105,7 @@ impl Messenger {
             sender_device: sender,
             message_id,
             received_at_ms: now_ms(),
-            bytes: bytes.to_vec(),
+            bytes: Zeroizing::new(bytes.to_vec()),
         };
         let Some(mut state) = self.load_group(&group_id)? else {
             // The welcome is on its way (or was lost): keep it.
@@ -160,7 +160,7 @@ impl Messenger {
             sender_device: sender,
             message_id,
             received_at_ms: now_ms(),
-            bytes,
+            bytes: Zeroizing::new(bytes),
         };
         match control.body {
             GroupControlBody::Change(bytes) => {
@@ -360,7 +360,7 @@ impl Messenger {
             user: item.sender_user.clone(),
             device: item.sender_device,
             message_id: item.message_id,
-            body: body(GroupControlBody::Change(item.bytes.clone()))?,
+            body: body(GroupControlBody::Change(item.bytes.to_vec()))?,
             event,
         });
         Ok(Outcome::Done)
@@ -422,14 +422,14 @@ impl Messenger {
                 user: item.sender_user.clone(),
                 device: item.sender_device,
                 message_id: item.message_id,
-                body: Zeroizing::new(item.bytes.clone()),
+                body: item.bytes.clone(),
                 event: false,
             });
             return Ok(Outcome::Done);
         }
         let inner = PendingGroupItem {
             kind: PendingKind::Message,
-            bytes: message,
+            bytes: Zeroizing::new(message),
             ..item.clone()
         };
         self.open_group_message(state, &inner, effects)

@@ -15,6 +15,7 @@ use ward_core::{DeviceIdentity, GroupAction, GroupChange, GroupState, Member};
 use ward_proto::relay_v1::{self as wire, request::Body as Req, response::Body as Resp};
 use zeroize::Zeroizing;
 
+use super::send::DeviceLists;
 use super::{Messenger, Result, now_ms, random_id};
 use crate::ClientError;
 use crate::content::{self, Content, GroupControl, GroupControlBody, Message};
@@ -138,7 +139,7 @@ impl Messenger {
             s.queue_group_send(&send)?;
             Ok::<_, StoreError>(())
         })?;
-        self.deliver_group_now(&send).await?;
+        self.deliver_group_now(&send, None).await?;
         Ok(group_id)
     }
 
@@ -220,7 +221,8 @@ impl Messenger {
         mut message: Message,
     ) -> Result<[u8; 16]> {
         self.touch()?;
-        self.sync_group(group_id).await?;
+        // The relay's list, fetched to sync the roster, serves the send too.
+        let listed = self.sync_roster(group_id).await?;
         let mut state = self
             .load_group(group_id)?
             .ok_or(ClientError::UnknownGroup)?;
@@ -279,7 +281,7 @@ impl Messenger {
             s.queue_group_send(&send)?;
             Ok::<_, StoreError>(())
         })?;
-        self.deliver_group_now(&send).await?;
+        self.deliver_group_now(&send, listed).await?;
         Ok(message_id)
     }
 
@@ -290,11 +292,17 @@ impl Messenger {
     /// theirs to add. [`Messenger::send_to_group`] calls this first.
     pub async fn sync_group(&mut self, group_id: &[u8; 16]) -> Result<()> {
         self.check_idle()?;
+        self.sync_roster(group_id).await.map(drop)
+    }
+
+    /// [`Messenger::sync_group`], returning the relay's list it used
+    /// (`None` when this device is no longer a member).
+    async fn sync_roster(&mut self, group_id: &[u8; 16]) -> Result<Option<DeviceLists>> {
         let state = self
             .load_group(group_id)?
             .ok_or(ClientError::UnknownGroup)?;
         if !state.is_member() {
-            return Ok(());
+            return Ok(None);
         }
         let users: Vec<String> = state.members().keys().cloned().collect();
         let listed = self.listed_devices(&users).await?;
@@ -341,7 +349,7 @@ impl Messenger {
         for action in actions {
             self.change_group(group_id, action).await?;
         }
-        Ok(())
+        Ok(Some(listed))
     }
 
     /// Proposes `action`, applies it here, and sends the change to every
@@ -371,35 +379,28 @@ impl Messenger {
             }
             Ok::<_, StoreError>(())
         })?;
-        self.deliver_group_now(&send).await?;
+        self.deliver_group_now(&send, None).await?;
         if let Some(w) = &welcome {
-            self.deliver_group_now(w).await?;
+            self.deliver_group_now(w, None).await?;
         }
         Ok(())
     }
 
     /// The group traffic that carries `change` to the devices of the
-    /// rosters `before` and `after` it.
+    /// roster `before` it (those it removes learn of it; those it adds get
+    /// a welcome instead). For a creation, `before` is the new group.
     pub(super) fn change_send(
         &self,
         before: &GroupState,
         after: &GroupState,
         change: &GroupChange,
     ) -> Result<GroupSend> {
-        let own = *self.device_key();
-        // Devices the change adds get the roster in a welcome instead.
-        let was = roster_devices(before, &own);
-        let mut devices = was.clone();
-        devices.extend(roster_devices(after, &own));
-        if !core::ptr::eq(before, after) {
-            devices.retain(|d| was.contains(d));
-        }
-        let mut users: BTreeSet<String> = before.members().keys().cloned().collect();
-        users.extend(after.members().keys().cloned());
+        let devices = roster_devices(before, self.device_key());
+        let users = before.members().keys().cloned();
         Ok(GroupSend {
             message_id: random_id(),
             group_id: *after.group_id(),
-            users: users.into_iter().collect(),
+            users: users.collect(),
             pairwise: devices.into_iter().collect(),
             pairwise_plaintext: control(
                 *after.group_id(),
@@ -456,10 +457,7 @@ impl Messenger {
     }
 
     /// The relay's list of active devices of `users`, this device left out.
-    async fn listed_devices(
-        &mut self,
-        users: &[String],
-    ) -> Result<Vec<(String, Vec<DeviceIdentity>)>> {
+    async fn listed_devices(&mut self, users: &[String]) -> Result<DeviceLists> {
         let mut user_ids: Vec<String> = Vec::with_capacity(users.len());
         for user in users {
             if !user_ids.contains(user) {
@@ -472,27 +470,18 @@ impl Messenger {
         else {
             return Err(ClientError::UnexpectedResponse);
         };
-        let own = *self.device_key();
-        list.users
-            .iter()
-            .map(|u| {
-                let mut devices = Vec::with_capacity(u.devices.len());
-                for d in &u.devices {
-                    let identity = DeviceIdentity::from_bytes(&d.identity)?;
-                    if *identity.signing_key() != own {
-                        devices.push(identity);
-                    }
-                }
-                Ok((u.user_id.clone(), devices))
-            })
-            .collect()
+        self.device_lists(&list.users)
     }
 
     /// Hands queued group traffic to the relay now; an error that will pass
     /// by itself leaves it in the group outbox, reported as
     /// [`ClientError::Pending`].
-    async fn deliver_group_now(&mut self, send: &GroupSend) -> Result<()> {
-        match self.deliver_group_queued(send).await {
+    async fn deliver_group_now(
+        &mut self,
+        send: &GroupSend,
+        listed: Option<DeviceLists>,
+    ) -> Result<()> {
+        match self.deliver_group_queued(send, listed).await {
             Ok(()) => Ok(()),
             Err(reason) if super::send::is_transient(&reason) => {
                 self.retry_outbox_later(&reason);
@@ -508,7 +497,11 @@ impl Messenger {
     /// Hands queued group traffic to the relay: kept as sent (if it can be
     /// resent) or removed once the relay took it, removed when refused for
     /// good, left pending otherwise.
-    pub(super) async fn deliver_group_queued(&mut self, send: &GroupSend) -> Result<()> {
+    pub(super) async fn deliver_group_queued(
+        &mut self,
+        send: &GroupSend,
+        mut listed: Option<DeviceLists>,
+    ) -> Result<()> {
         let mut fresh_connection = false;
         let delivered = loop {
             let was_up = self.link.is_up();
@@ -516,7 +509,7 @@ impl Messenger {
                 break Err(e);
             }
             fresh_connection |= !was_up;
-            match self.deliver_group(send).await {
+            match self.deliver_group(send, &mut listed).await {
                 Err(_) if !fresh_connection && !self.link.is_up() => fresh_connection = true,
                 other => break other,
             }
@@ -540,11 +533,19 @@ impl Messenger {
 
     /// One attempt: the named devices the relay still lists get their
     /// copy, pairwise sessions opened as needed; a stale list is fetched
-    /// again and the send rebuilt with the same id (RLY-25).
-    async fn deliver_group(&mut self, send: &GroupSend) -> Result<()> {
+    /// again and the send rebuilt with the same id (RLY-25). `listed`, if
+    /// given, is a list just fetched, used for the first try.
+    async fn deliver_group(
+        &mut self,
+        send: &GroupSend,
+        listed: &mut Option<DeviceLists>,
+    ) -> Result<()> {
         let mut attempt = 0;
         loop {
-            let listed = self.listed_devices(&send.users).await?;
+            let listed = match listed.take() {
+                Some(fresh) => fresh,
+                None => self.listed_devices(&send.users).await?,
+            };
             let mut pairwise_lists = Vec::new();
             let mut shared = Vec::new();
             let mut users = BTreeSet::new();
@@ -607,7 +608,7 @@ impl Messenger {
         let mut first_error = None;
         let pending = self.store.get()?.pending_group_sends()?;
         for send in pending {
-            if let Err(e) = self.deliver_group_queued(&send).await {
+            if let Err(e) = self.deliver_group_queued(&send, None).await {
                 tracing::warn!(error = %e, "resending group traffic failed");
                 if !super::link::is_final(&e) {
                     self.retry_outbox_later(&e);

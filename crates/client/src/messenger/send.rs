@@ -21,10 +21,10 @@ const STALE_RETRIES: usize = 3;
 
 /// Device keys by user, as a send must cover them, with the identities the
 /// relay listed.
-type DeviceLists = Vec<(String, Vec<DeviceIdentity>)>;
+pub(super) type DeviceLists = Vec<(String, Vec<DeviceIdentity>)>;
 
 /// Distinct user ids, in the order given.
-fn distinct(users: &[&str]) -> Vec<String> {
+pub(super) fn distinct(users: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(users.len());
     for user in users {
         if !out.iter().any(|u| u == user) {
@@ -369,7 +369,7 @@ impl Messenger {
         self.device_lists(&list.users)
     }
 
-    fn device_lists(&self, users: &[wire::UserDevices]) -> Result<DeviceLists> {
+    pub(super) fn device_lists(&self, users: &[wire::UserDevices]) -> Result<DeviceLists> {
         let own = self.public.signing_key();
         users
             .iter()

@@ -49,8 +49,9 @@ pub struct PendingGroupItem {
     pub message_id: [u8; 16],
     /// When it arrived, ms since the Unix epoch.
     pub received_at_ms: u64,
-    /// The `0x08` message, the `0x0b` change or the encoded control.
-    pub bytes: Vec<u8>,
+    /// The `0x08` message, the `0x0b` change or the encoded control (which
+    /// holds a chain key: zeroized on drop).
+    pub bytes: Zeroizing<Vec<u8>>,
 }
 
 impl core::fmt::Debug for PendingGroupItem {
@@ -197,7 +198,7 @@ fn decode_pending(value: &Zeroizing<Vec<u8>>) -> Result<PendingGroupItem> {
         message_id: r.array()?,
         received_at_ms: r.u64()?,
         sender_user: r.name()?,
-        bytes: r.rest().to_vec(),
+        bytes: Zeroizing::new(r.rest().to_vec()),
     })
 }
 
@@ -413,16 +414,4 @@ impl Store {
             Ok(())
         })
     }
-
-    /// How many rows the group outbox holds, pending and kept.
-    pub fn group_outbox_len(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM group_outbox", [], |r| r.get(0))?;
-        integer_u64_of(n)
-    }
-}
-
-fn integer_u64_of(n: i64) -> Result<u64> {
-    u64::try_from(n).map_err(|_| corrupt(GROUP_OUTBOX, "negative count"))
 }
