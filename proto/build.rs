@@ -44,6 +44,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".ward.content.v1.GroupKey",
         ".ward.content.v1.Resent",
         ".ward.content.v1.ChainRequest",
+        ".ward.content.v1.RoleThread",
+        ".ward.content.v1.Handoff",
+        ".ward.content.v1.HandedOver",
     ];
     for path in content_messages {
         config.type_attribute(

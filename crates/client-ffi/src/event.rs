@@ -103,6 +103,7 @@ impl TryFrom<WardMessage> for Message {
             },
             sent_at_ms: 0,
             group_id: None,
+            role: None,
         })
     }
 }

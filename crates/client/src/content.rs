@@ -11,8 +11,10 @@ use ward_proto::content_v1 as pb;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 mod group;
+mod role;
 
 pub use group::{GroupControl, GroupControlBody};
+pub use role::{HandedOver, Handoff, MAX_HANDOFF_ENTRIES, MAX_USER_ID_LEN, RoleThread};
 
 /// Padded plaintexts are a multiple of this many bytes (CNT-2).
 pub const PAD_BLOCK: usize = 256;
@@ -64,6 +66,14 @@ pub enum ContentError {
     /// A required field is empty (an attachment reference, a receipt's ids).
     #[error("{field} is empty")]
     Empty {
+        /// The field.
+        field: &'static str,
+    },
+    /// A value outside what the field may hold: a role id that is no
+    /// directory name, a role thread on a group message, a handed-over
+    /// message of another role's thread.
+    #[error("{field} is not valid")]
+    Invalid {
         /// The field.
         field: &'static str,
     },
@@ -149,6 +159,10 @@ pub struct Message {
     /// The group it was sent to; `None` for a 1:1 message. Set by
     /// [`Messenger::send_to_group`](crate::Messenger::send_to_group).
     pub group_id: Option<[u8; 16]>,
+    /// The role thread it belongs to; `None` for other messages. Set by
+    /// [`Messenger::send_to_role`](crate::Messenger::send_to_role) and
+    /// [`Messenger::reply_in_role_thread`](crate::Messenger::reply_in_role_thread).
+    pub role: Option<RoleThread>,
 }
 
 impl Message {
@@ -178,6 +192,7 @@ impl core::fmt::Debug for Message {
             .field("attachments", &self.attachments.len())
             .field("priority", &self.priority)
             .field("in_group", &self.group_id.is_some())
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +233,8 @@ pub enum Content {
     Receipt(Receipt),
     /// Something a member device tells another about a group, pairwise.
     Group(GroupControl),
+    /// A role's recent threads, from its outgoing holder to the next.
+    Handoff(Handoff),
 }
 
 fn check_len(len: usize, max: usize, field: &'static str) -> Result<(), ContentError> {
@@ -247,6 +264,7 @@ pub fn validate(content: &Content) -> Result<(), ContentError> {
     match content {
         Content::Message(m) => validate_message(m),
         Content::Group(g) => group::validate(g),
+        Content::Handoff(h) => role::validate(h),
         Content::Receipt(r) => {
             if r.message_ids.is_empty() {
                 return Err(ContentError::Empty {
@@ -261,13 +279,15 @@ pub fn validate(content: &Content) -> Result<(), ContentError> {
 fn validate_message(m: &Message) -> Result<(), ContentError> {
     check_len(m.text.len(), MAX_TEXT_LEN, "message.text")?;
     check_len(m.attachments.len(), MAX_ATTACHMENTS, "message.attachments")?;
-    m.attachments.iter().try_for_each(check_attachment)
+    m.attachments.iter().try_for_each(check_attachment)?;
+    role::check_thread(m)
 }
 
 fn to_proto(content: &Content) -> pb::Content {
     let body = match content {
         Content::Message(m) => pb::content::Body::Message(message_to_proto(m)),
         Content::Group(g) => pb::content::Body::Group(group::to_proto(g)),
+        Content::Handoff(h) => pb::content::Body::Handoff(role::to_proto(h)),
         Content::Receipt(r) => pb::content::Body::Receipt(pb::Receipt {
             kind: match r.kind {
                 ReceiptKind::Delivered => pb::ReceiptKind::Delivered,
@@ -299,6 +319,7 @@ fn message_to_proto(m: &Message) -> pb::Message {
         } as i32,
         sent_at_ms: m.sent_at_ms,
         group_id: m.group_id.map(|id| id.to_vec()).unwrap_or_default(),
+        role: m.role.as_ref().map(role::thread_to_proto),
     }
 }
 
@@ -313,6 +334,7 @@ fn from_proto(content: &pb::Content) -> Result<Content, ContentError> {
         None => Err(ContentError::UnknownKind),
         Some(pb::content::Body::Message(m)) => message_from_proto(m).map(Content::Message),
         Some(pb::content::Body::Group(g)) => group::from_proto(g).map(Content::Group),
+        Some(pb::content::Body::Handoff(h)) => role::from_proto(h).map(Content::Handoff),
         Some(pb::content::Body::Receipt(r)) => {
             let kind = match pb::ReceiptKind::try_from(r.kind) {
                 Ok(pb::ReceiptKind::Delivered) => ReceiptKind::Delivered,
@@ -370,13 +392,16 @@ fn message_from_proto(m: &pb::Message) -> Result<Message, ContentError> {
         [] => None,
         id => Some(array::<16>(id, "message.group_id")?),
     };
-    Ok(Message {
+    let message = Message {
         text: m.text.clone(),
         attachments,
         priority,
         sent_at_ms: m.sent_at_ms,
         group_id,
-    })
+        role: m.role.as_ref().map(role::thread_from_proto),
+    };
+    role::check_thread(&message)?;
+    Ok(message)
 }
 
 /// Pads `encoded` (ISO/IEC 7816-4): appends `0x80`, then the fewest zero
@@ -450,6 +475,7 @@ mod tests {
                 priority,
                 sent_at_ms: 0,
                 group_id: Vec::new(),
+                role: None,
             })),
         }
     }
@@ -513,6 +539,7 @@ mod tests {
             priority: Priority::Urgent,
             sent_at_ms: 1_700_000_000_000,
             group_id: None,
+            role: None,
         });
         let padded = encode(&content).unwrap();
         let expected_head: &[u8] = &[
@@ -693,8 +720,16 @@ mod tests {
                 any::<bool>(),
                 any::<u64>(),
                 proptest::option::of(any::<[u8; 16]>()),
+                proptest::option::of(("[a-z0-9.-]{1,32}", ".{1,40}")),
             )
-                .prop_map(|(text, attachments, urgent, sent_at_ms, group_id)| {
+                .prop_map(|(text, attachments, urgent, sent_at_ms, group_id, role)| {
+                    // A role thread is never a group message.
+                    let role = role
+                        .filter(|_| group_id.is_none())
+                        .and_then(|(role_id, party)| {
+                            (party.len() <= MAX_USER_ID_LEN)
+                                .then_some(RoleThread { role_id, party })
+                        });
                     Content::Message(Message {
                         text,
                         attachments,
@@ -705,6 +740,7 @@ mod tests {
                         },
                         sent_at_ms,
                         group_id,
+                        role,
                     })
                 }),
             (

@@ -22,18 +22,19 @@ mod tls;
 
 pub use self::connection::{Deliveries, RelayConnection};
 pub use self::content::{
-    Attachment, AttachmentKey, Content, ContentError, GroupControl, GroupControlBody, Message,
-    Priority, Receipt, ReceiptKind,
+    Attachment, AttachmentKey, Content, ContentError, GroupControl, GroupControlBody, HandedOver,
+    Handoff, MAX_HANDOFF_ENTRIES, Message, Priority, Receipt, ReceiptKind, RoleThread,
 };
 pub use self::messenger::{
-    ConnectionState, Event, GroupInfo, GroupMemberInfo, IncomingMessage, Messenger,
-    MessengerOptions, RoleSend,
+    ConnectionState, Event, GroupInfo, GroupMemberInfo, HandoffSent, IncomingMessage,
+    MAX_HANDOFF_CLOCK_SKEW, MAX_HANDOFF_DELAY, Messenger, MessengerOptions, RoleSend,
 };
 pub use self::store::{
-    APPLICATION_ID, DeviceRecord, GroupSend, IdentityStatus, Insertion, KnownIdentity,
-    MAX_GROUP_PENDING, MAX_GROUP_SENT_KEPT, MAX_NAME_LEN, MAX_VALUE_LEN, MessageRef, OutboxStatus,
-    OutgoingMessage, PendingEvent, PendingGroupItem, PendingKind, ReceivedMessage, RelayInfo,
-    STORE_FORMAT, SignedPreKeyInfo, StorageKey, Store, StoreError,
+    APPLICATION_ID, DeviceRecord, GroupSend, HandoffRefusal, IdentityStatus, Insertion,
+    KnownIdentity, MAX_GROUP_PENDING, MAX_GROUP_SENT_KEPT, MAX_NAME_LEN, MAX_ROLE_THREAD_ENTRIES,
+    MAX_VALUE_LEN, MessageRef, OutboxStatus, OutgoingMessage, PendingEvent, PendingGroupItem,
+    PendingKind, ReceivedMessage, RelayInfo, RoleThreadEntry, STORE_FORMAT, SignedPreKeyInfo,
+    StorageKey, Store, StoreError,
 };
 pub use self::tls::{ALPN, PinMismatch, pinned_client_config};
 pub use ward_proto::relay_v1 as wire;

@@ -8,6 +8,7 @@ mod events;
 mod groups;
 mod messages;
 mod records;
+mod role_threads;
 mod roles;
 mod schema;
 
@@ -22,16 +23,17 @@ use self::crypto::{Keys, SALT_LEN, derive, random};
 pub use self::crypto::{MAX_VALUE_LEN, StorageKey};
 pub use self::error::StoreError;
 use self::error::{Result, corrupt};
-pub use self::events::PendingEvent;
+pub use self::events::{HandoffRefusal, PendingEvent};
 pub use self::groups::{
     GroupSend, MAX_GROUP_PENDING, MAX_GROUP_SENT_KEPT, PendingGroupItem, PendingKind,
 };
 pub use self::messages::{Insertion, MessageRef, OutboxStatus, OutgoingMessage, ReceivedMessage};
 pub use self::records::{DeviceRecord, IdentityStatus, KnownIdentity, RelayInfo, SignedPreKeyInfo};
+pub use self::role_threads::{MAX_ROLE_THREAD_ENTRIES, RoleThreadEntry};
 
 /// The store format this build writes (`meta.format`). It reads this one
-/// and formats 1 and 2, which it upgrades on open (spec/11, "Formats").
-pub const STORE_FORMAT: u8 = 4;
+/// and formats 1 to 4, which it upgrades on open (spec/11, "Formats").
+pub const STORE_FORMAT: u8 = 5;
 
 /// The version byte of every sealed value's associated data (spec/11,
 /// "Sealed values"); unchanged since format 1, so that an upgrade rewrites
@@ -271,6 +273,9 @@ impl Store {
             }
             if format <= 3 {
                 schema::upgrade_3_to_4(&tx)?;
+            }
+            if format <= 4 {
+                schema::upgrade_4_to_5(&tx)?;
                 tx.execute("UPDATE meta SET format = ?1 WHERE id = 1", [STORE_FORMAT])?;
             }
             (salt, key_check, keys)
@@ -455,7 +460,7 @@ fn read_meta(conn: &Connection) -> Result<(u8, [u8; SALT_LEN], [u8; 32])> {
     let row = rows.next()?.ok_or_else(|| corrupt("meta", "no meta row"))?;
     let found = codec::integer(row, 0, "meta")?;
     let format = match u8::try_from(found) {
-        Ok(format @ (1 | 2 | 3 | STORE_FORMAT)) => format,
+        Ok(format @ (1 | 2 | 3 | 4 | STORE_FORMAT)) => format,
         _ => return Err(StoreError::UnsupportedFormat { found }),
     };
     let salt = codec::blob_n::<SALT_LEN>(row, 1, "meta")?;

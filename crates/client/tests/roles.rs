@@ -47,10 +47,7 @@ fn publish(relay: &TestRelay, version: u64, signed: Vec<u8>) {
 }
 
 fn with_keys(admin: &AdminKey) -> MessengerOptions {
-    MessengerOptions {
-        role_admin_keys: vec![admin.public_key()],
-        ..options()
-    }
+    common::relay::with_admin_key(admin.public_key())
 }
 
 /// A relay with a nurse and two doctors, an administrator key, and now in

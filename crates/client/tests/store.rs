@@ -1033,10 +1033,10 @@ fn an_altered_schema_is_refused() {
 fn a_later_format_is_refused() {
     let (_dir, path, store) = new_store();
     drop(store);
-    edit(&path, "UPDATE meta SET format = 5");
+    edit(&path, "UPDATE meta SET format = 6");
     assert!(matches!(
         Store::open(&path, &key()),
-        Err(StoreError::UnsupportedFormat { found: 5 })
+        Err(StoreError::UnsupportedFormat { found: 6 })
     ));
 }
 

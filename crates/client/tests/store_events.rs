@@ -148,9 +148,11 @@ fn a_locked_store_refuses_the_queue() {
 
 /// What a store written by a release of format 1 looks like: the same
 /// tables but `events`, and `meta.format = 1`.
-/// What format 4 added: the group tables (their indexes go with them).
-const DROP_GROUP_TABLES: &str =
-    "DROP TABLE groups; DROP TABLE group_pending; DROP TABLE group_outbox;";
+/// What format 5 added: the role thread tables (their indexes go with them).
+const DROP_ROLE_THREAD_TABLES: &str = "DROP TABLE role_threads; DROP TABLE role_handoffs;";
+/// What formats 4 and 5 added: the group tables, then the role threads'.
+const DROP_GROUP_TABLES: &str = "DROP TABLE groups; DROP TABLE group_pending; \
+     DROP TABLE group_outbox; DROP TABLE role_threads; DROP TABLE role_handoffs;";
 
 fn make_format_1(path: &std::path::Path) {
     edit(
@@ -243,6 +245,32 @@ fn a_store_of_format_3_gains_its_group_tables_and_keeps_its_role_schedules() {
     assert_eq!(
         store.role_schedule("cardiology-oncall").unwrap().as_deref(),
         Some(&b"signed bytes"[..])
+    );
+}
+
+#[test]
+fn a_store_of_format_4_gains_its_role_threads_and_keeps_its_groups() {
+    let (_dir, path, mut store) = new_store();
+    store.save_group(&[9; 16], b"state").unwrap();
+    drop(store);
+    edit(
+        &path,
+        &format!("{DROP_ROLE_THREAD_TABLES} UPDATE meta SET format = 4"),
+    );
+    let mut store = Store::open(&path, &key()).unwrap();
+    assert_eq!(store.group_ids().unwrap(), vec![[9; 16]]);
+    assert!(store.roles_with_entries(0).unwrap().is_empty());
+    assert_eq!(store.handed_off_until("cardiology-oncall").unwrap(), None);
+    store.set_handed_off("cardiology-oncall", 100, 5).unwrap();
+    drop(store);
+    assert_eq!(
+        read_integer(&path, "SELECT format FROM meta"),
+        i64::from(STORE_FORMAT)
+    );
+    let store = Store::open(&path, &key()).unwrap();
+    assert_eq!(
+        store.handed_off_until("cardiology-oncall").unwrap(),
+        Some((100, 5))
     );
 }
 

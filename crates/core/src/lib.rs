@@ -72,7 +72,7 @@ pub use prekeys::{
     OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, SignedPreKeyPair, SignedPreKeys,
 };
 pub use rand_core::{CryptoRng, Rng};
-pub use role::{AdminKey, Assignment, Interval, RoleSchedule};
+pub use role::{AdminKey, Assignment, Interval, RoleSchedule, is_role_id};
 pub use safety_number::{Party, SafetyNumber};
 pub use sender_key::{
     ReceivedChain, RotationPolicy, SenderChain, SenderKeyDistribution, SenderKeyMessage,

@@ -21,6 +21,15 @@ use crate::encoding::{expect_format, fixed, format};
 use crate::error::{Error, Result};
 use crate::limits::{MAX_GROUP_TEXT_LEN, MAX_ROLE_ASSIGNMENTS, MAX_ROLE_ID_LEN};
 
+/// Whether `id` is a role's directory name: 1 to 32 bytes of
+/// `[a-z0-9.-]` (spec/15).
+pub fn is_role_id(id: &str) -> bool {
+    (1..=MAX_ROLE_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
 /// Signed before every schedule's bytes, so an administrator signature on a
 /// schedule passes for nothing else.
 const SCHEDULE_LABEL: &[u8] = b"Ward v1 role schedule\0";
@@ -166,12 +175,7 @@ impl RoleSchedule {
     /// it starts; assignments ascending by `(starts_at, user_id)` with no
     /// two equal.
     pub fn check(&self) -> Result<()> {
-        let id_ok = (1..=MAX_ROLE_ID_LEN).contains(&self.role_id.len())
-            && self
-                .role_id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-        if !id_ok {
+        if !is_role_id(&self.role_id) {
             return Err(Error::InvalidSchedule("role_id"));
         }
         if self.display_name.len() > MAX_GROUP_TEXT_LEN
@@ -213,6 +217,54 @@ impl RoleSchedule {
             }
         }
         holders
+    }
+
+    /// The end of the last assignment of `user` that ended in
+    /// `(after, now]`, if that ended their hold on the role: an assignment
+    /// followed at once by another of theirs (back to back, or
+    /// overlapping) does not end it (spec/15, "Handoff").
+    pub fn ended_hold(&self, user: &str, after: u64, now: u64) -> Option<u64> {
+        self.assignments
+            .iter()
+            .filter(|a| a.user_id == user && after < a.ends_at && a.ends_at <= now)
+            .map(|a| a.ends_at)
+            .filter(|&end| !self.holders_at(end).contains(&user))
+            .max()
+    }
+
+    /// Whether an assignment of `user` ends at `ends_at` exactly.
+    pub fn hold_ends_at(&self, user: &str, ends_at: u64) -> bool {
+        self.assignments
+            .iter()
+            .any(|a| a.user_id == user && a.ends_at == ends_at)
+    }
+
+    /// Who takes the role over from `user` at `at`: the other holders at
+    /// `at`, or, when nobody else holds it then, the other holders at the
+    /// first later start of an assignment of someone else. Empty when the
+    /// schedule names nobody after `at`.
+    pub fn successors(&self, user: &str, at: u64) -> Vec<&str> {
+        let others = |t: u64| -> Vec<&str> {
+            self.holders_at(t)
+                .into_iter()
+                .filter(|holder| *holder != user)
+                .collect()
+        };
+        let now = others(at);
+        if !now.is_empty() {
+            return now;
+        }
+        self.assignments
+            .iter()
+            .find(|a| a.starts_at > at && a.user_id != user)
+            .map_or_else(Vec::new, |a| others(a.starts_at))
+    }
+
+    /// Whether `user` holds the role at some time from `at` on.
+    pub fn holds_from(&self, user: &str, at: u64) -> bool {
+        self.assignments
+            .iter()
+            .any(|a| a.user_id == user && a.ends_at > at)
     }
 
     /// The stretches of `[from, to)` in which nobody holds the role.

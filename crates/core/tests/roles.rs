@@ -70,6 +70,67 @@ fn a_signed_schedule_verifies_under_the_admin_key_only() {
 }
 
 #[test]
+fn a_hold_ends_where_the_next_holder_takes_over() {
+    let mut schedule = cardiology();
+    // Adams is back to back on day 2: 07:00-19:00 then 19:00-20:00.
+    schedule
+        .assignments
+        .push(shift("dr.adams@clinic.example", 55, 67));
+    schedule
+        .assignments
+        .push(shift("dr.adams@clinic.example", 67, 68));
+    schedule
+        .assignments
+        .push(shift("dr.evans@clinic.example", 68, 80));
+    let (adams, baker, chen) = (
+        "dr.adams@clinic.example",
+        "dr.baker@clinic.example",
+        "dr.chen@clinic.example",
+    );
+    // Adams's day ended at 19:00: nobody holds it until 20:00, when Baker starts.
+    assert_eq!(schedule.ended_hold(adams, 0, DAY0 + 19 * HOUR - 1), None);
+    assert_eq!(
+        schedule.ended_hold(adams, 0, DAY0 + 19 * HOUR),
+        Some(DAY0 + 19 * HOUR)
+    );
+    assert_eq!(schedule.successors(adams, DAY0 + 19 * HOUR), [baker]);
+    // Baker's night overlaps Chen's morning: Chen is there at the end.
+    assert_eq!(
+        schedule.ended_hold(baker, DAY0, DAY0 + 40 * HOUR),
+        Some(DAY0 + 32 * HOUR)
+    );
+    assert_eq!(schedule.successors(baker, DAY0 + 32 * HOUR), [chen]);
+    // Handled already: nothing ended after that.
+    assert_eq!(
+        schedule.ended_hold(baker, DAY0 + 32 * HOUR, DAY0 + 40 * HOUR),
+        None
+    );
+    // Back to back: 67:00 is no end of Adams's hold, 68:00 is.
+    assert_eq!(
+        schedule.ended_hold(adams, DAY0 + 19 * HOUR, DAY0 + 67 * HOUR),
+        None
+    );
+    assert_eq!(
+        schedule.ended_hold(adams, DAY0 + 19 * HOUR, DAY0 + 70 * HOUR),
+        Some(DAY0 + 68 * HOUR)
+    );
+    assert_eq!(
+        schedule.successors(adams, DAY0 + 68 * HOUR),
+        ["dr.evans@clinic.example"]
+    );
+    assert!(schedule.hold_ends_at(adams, DAY0 + 68 * HOUR));
+    assert!(!schedule.hold_ends_at(adams, DAY0 + 67 * HOUR + 1));
+    assert!(schedule.holds_from(chen, DAY0 + 32 * HOUR));
+    assert!(!schedule.holds_from(chen, DAY0 + 43 * HOUR));
+    // The end of the schedule: nobody to hand to.
+    assert!(
+        schedule
+            .successors("dr.evans@clinic.example", DAY0 + 80 * HOUR)
+            .is_empty()
+    );
+}
+
+#[test]
 fn holders_follow_the_schedule() {
     let schedule = cardiology();
     assert!(schedule.holders_at(DAY0 + 6 * HOUR).is_empty());

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use ward_proto::relay_v1 as wire;
 
-use crate::content::{ContentError, Message, ReceiptKind};
+use crate::content::{ContentError, HandedOver, Message, ReceiptKind};
+use crate::store::HandoffRefusal;
 
 /// A message received and stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -103,6 +104,33 @@ pub enum Event {
         /// The user whose device made the change.
         by_user: String,
     },
+    /// The outgoing holder of a role handed its recent threads to this
+    /// user, who holds the role next (spec/15, "Handoff"): checked
+    /// against the administrator's schedule. `messages` are those this
+    /// device did not have, oldest first; each names its thread
+    /// (`message.role`).
+    RoleHandoff {
+        /// The role.
+        role_id: String,
+        /// The outgoing holder.
+        from_user: String,
+        /// The end of their hold, seconds since the Unix epoch.
+        ends_at: u64,
+        /// The handed-over messages.
+        messages: Vec<HandedOver>,
+    },
+    /// A handoff that did not check out against the administrator's
+    /// schedule (a user who did not hold the role, say): nothing of it was
+    /// kept. The app may warn; the relay or the sender's account may be
+    /// compromised.
+    HandoffRefused {
+        /// The role it named.
+        role_id: String,
+        /// Who sent it.
+        from_user: String,
+        /// Why it was refused.
+        reason: HandoffRefusal,
+    },
     /// A message decrypted (and was stored and acknowledged) but its
     /// content is not valid `ward.content.v1` (spec/12, CNT-9).
     Unreadable {
@@ -152,6 +180,20 @@ impl core::fmt::Debug for Event {
             Self::NewDevice { .. } => f.write_str("NewDevice"),
             Self::Wiped => f.write_str("Wiped"),
             Self::GroupChanged { .. } => f.write_str("GroupChanged"),
+            Self::RoleHandoff {
+                role_id, messages, ..
+            } => f
+                .debug_struct("RoleHandoff")
+                .field("role_id", role_id)
+                .field("messages", &messages.len())
+                .finish_non_exhaustive(),
+            Self::HandoffRefused {
+                role_id, reason, ..
+            } => f
+                .debug_struct("HandoffRefused")
+                .field("role_id", role_id)
+                .field("reason", reason)
+                .finish_non_exhaustive(),
             Self::Unreadable { error, .. } => f
                 .debug_struct("Unreadable")
                 .field("error", error)

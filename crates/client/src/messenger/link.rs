@@ -138,6 +138,9 @@ pub(super) struct Owed {
     pub(super) prekeys: Option<(bool, bool)>,
     /// Resend the outbox's pending messages.
     pub(super) outbox: bool,
+    /// Look for role holds that ended and thread messages that arrived
+    /// after this user handed a role off (spec/15, "Handoff").
+    pub(super) handoffs: bool,
 }
 
 /// The backoff before attempt `failures + 1`: doubling from `min` up to
@@ -262,6 +265,8 @@ impl Messenger {
                     acks: true,
                     prekeys: Some((auth.signed_prekeys_missing, auth.prekeys_low)),
                     outbox: true,
+                    // Keep one that was owed before the connection broke.
+                    handoffs: self.owed.handoffs,
                 };
                 if was_reported_down {
                     self.reported_down = false;

@@ -17,6 +17,7 @@
 mod event;
 mod group_receive;
 mod groups;
+mod handoff;
 mod link;
 mod prekeys;
 mod receive;
@@ -34,6 +35,7 @@ use zeroize::Zeroizing;
 
 pub use self::event::{ConnectionState, Event, IncomingMessage};
 pub use self::groups::{GroupInfo, GroupMemberInfo};
+pub use self::handoff::{HandoffSent, MAX_HANDOFF_CLOCK_SKEW, MAX_HANDOFF_DELAY};
 use self::link::{Link, Owed, is_connection_failure};
 use self::receive::HandedOut;
 pub use self::roles::RoleSend;
@@ -105,6 +107,10 @@ pub struct MessengerOptions {
     /// no device left: after this many messages or this age. Default 1000
     /// messages or 7 days (spec/13, "Bounds").
     pub group_rotation: ward_core::RotationPolicy,
+    /// When a hold of a role ends, the role's thread messages of this
+    /// long before its end (and any since) are handed to the next holder
+    /// (spec/15, "Handoff"). Default 12 hours: a shift.
+    pub handoff_window: Duration,
 }
 
 impl Default for MessengerOptions {
@@ -125,6 +131,7 @@ impl Default for MessengerOptions {
             outbox_retry: Duration::from_secs(15),
             role_admin_keys: Vec::new(),
             group_rotation: ward_core::RotationPolicy::default(),
+            handoff_window: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -190,6 +197,7 @@ pub struct Messenger {
     options: MessengerOptions,
     last_activity: Instant,
     last_maintenance: Instant,
+    last_handoff_check: Instant,
     /// Test hook: see `Messenger::stall_before_next_ack`.
     #[cfg(feature = "test-hooks")]
     stall_before_ack: bool,
@@ -361,6 +369,7 @@ impl Messenger {
             options,
             last_activity: Instant::now(),
             last_maintenance: Instant::now(),
+            last_handoff_check: Instant::now(),
             #[cfg(feature = "test-hooks")]
             stall_before_ack: false,
             #[cfg(feature = "test-hooks")]

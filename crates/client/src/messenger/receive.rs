@@ -14,6 +14,7 @@ use ward_core::{MessageKind, PreKeyMessage, Session};
 use ward_proto::relay_v1::{self as wire, request::Body as Req, response::Body as Resp};
 use zeroize::Zeroizing;
 
+use super::handoff::HANDOFF_CHECK_INTERVAL;
 use super::link::{Link, is_connection_failure};
 use super::{
     DueReceipt, Event, IncomingMessage, MAINTENANCE_INTERVAL, Messenger, id16, key32, now_ms,
@@ -33,7 +34,7 @@ const MAX_ACK_IDS: usize = 1000;
 /// closes; given back by [`Messenger::redeliver_last_event`].
 pub(super) enum HandedOut {
     Stored(u64),
-    Transient(Event),
+    Transient(Box<Event>),
 }
 
 /// The identity event a recorded identity calls for (STO-23, SES-13): a
@@ -152,7 +153,7 @@ impl Messenger {
     /// an app awaiting `next_event` directly has no need to.
     pub fn redeliver_last_event(&mut self) {
         if let Some(HandedOut::Transient(event)) = self.handed_out.take() {
-            self.transient.push_front(event);
+            self.transient.push_front(*event);
         }
     }
 
@@ -169,7 +170,7 @@ impl Messenger {
     /// outbox's first, then the store's queue.
     fn take_event(&mut self) -> Result<Option<Event>> {
         if let Some(event) = self.transient.pop_front() {
-            self.handed_out = Some(HandedOut::Transient(event.clone()));
+            self.handed_out = Some(HandedOut::Transient(Box::new(event.clone())));
             return Ok(Some(event));
         }
         loop {
@@ -215,6 +216,25 @@ impl Messenger {
                 .store
                 .get()?
                 .received_message(&sender_device, &message_id)?,
+            PendingEvent::Handoff { handoff, fresh } => {
+                return self.resolve_handoff(&handoff, |stored, from_user| Event::RoleHandoff {
+                    role_id: stored.role_id,
+                    from_user,
+                    ends_at: stored.ends_at,
+                    messages: stored
+                        .entries
+                        .into_iter()
+                        .filter(|e| fresh.contains(&e.message_id))
+                        .collect(),
+                });
+            }
+            PendingEvent::HandoffRefused { handoff, reason } => {
+                return self.resolve_handoff(&handoff, |stored, from_user| Event::HandoffRefused {
+                    role_id: stored.role_id,
+                    from_user,
+                    reason,
+                });
+            }
         };
         let Some(m) = received else {
             return Ok(None);
@@ -242,6 +262,8 @@ impl Messenger {
                 }
                 _ => None,
             },
+            // Reported through their own events, never as received.
+            Ok(Content::Handoff(_)) => None,
             Ok(Content::Receipt(r)) => Some(Event::Receipt {
                 from_user: m.sender_user,
                 from_device: m.sender_device,
@@ -255,6 +277,23 @@ impl Messenger {
                 error,
             }),
         })
+    }
+
+    /// A queued handoff event: the stored handoff, as `report` makes it
+    /// an event; `None` if it is gone.
+    fn resolve_handoff(
+        &self,
+        handoff: &MessageRef,
+        report: impl FnOnce(content::Handoff, String) -> Event,
+    ) -> Result<Option<Event>> {
+        let stored = self
+            .store
+            .get()?
+            .received_message(&handoff.sender_device, &handoff.message_id)?;
+        Ok(stored.and_then(|m| match content::decode(&m.body) {
+            Ok(Content::Handoff(h)) => Some(report(h, m.sender_user)),
+            _ => None,
+        }))
     }
 
     /// Waits for the next connection attempt (or the auto-lock deadline)
@@ -316,6 +355,15 @@ impl Messenger {
         if self.last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
             self.maintain_prekeys(false, false).await?;
         }
+        let handoffs_due =
+            self.owed.handoffs || self.last_handoff_check.elapsed() >= HANDOFF_CHECK_INTERVAL;
+        if handoffs_due
+            && let Err(e) = self.hand_off_due_roles().await
+            && is_connection_failure(&e)
+        {
+            self.owed.handoffs = true;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -326,6 +374,7 @@ impl Messenger {
             self.options.auto_lock_after.map(|l| self.last_activity + l),
             self.outbox_retry_at,
             Some(self.last_maintenance + MAINTENANCE_INTERVAL),
+            Some(self.last_handoff_check + HANDOFF_CHECK_INTERVAL),
         ]
         .into_iter()
         .flatten()
@@ -549,7 +598,18 @@ impl Messenger {
                 (session, plaintext, None)
             }
         };
-        let group = match content::decode(&plaintext) {
+        let decoded = content::decode(&plaintext);
+        let role = match &decoded {
+            Ok(Content::Message(m)) => match &m.role {
+                Some(thread) => {
+                    Some(self.role_entry(user, message_id, &thread.role_id, &plaintext)?)
+                }
+                None => None,
+            },
+            Ok(Content::Handoff(h)) => Some(self.handoff_effect(user, h)?),
+            _ => None,
+        };
+        let group = match decoded {
             Ok(Content::Group(control)) => {
                 Some(self.group_control_effects(user, sender, message_id, &plaintext, control)?)
             }
@@ -575,10 +635,17 @@ impl Messenger {
                 return effects.commit(s);
             }
             s.store_incoming(user, &sender, &message_id, received_at_ms, &plaintext)?;
-            s.push_event(&PendingEvent::Received(MessageRef {
+            let delivery = MessageRef {
                 sender_device: sender,
                 message_id,
-            }))?;
+            };
+            let event = match &role {
+                Some(effect) => effect.commit(s, delivery)?,
+                None => Some(PendingEvent::Received(delivery)),
+            };
+            if let Some(event) = event {
+                s.push_event(&event)?;
+            }
             if let Some(r) = &receipt {
                 s.queue_outgoing(&r.message_id, &[r.to_user.as_str()], &r.plaintext)?;
             }

@@ -8,7 +8,7 @@ use ward_proto::relay_v1::{self as wire, ErrorCode, request::Body as Req, respon
 
 use super::{Messenger, Result, now_ms};
 use crate::ClientError;
-use crate::content::Message;
+use crate::content::{self, Content, Message, RoleThread};
 
 /// A message sent to a role: its id, and who held the role when it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,11 @@ impl Messenger {
     /// with other contents. A newer one replaces the kept one in the store.
     pub async fn role_schedule(&mut self, role_id: &str) -> Result<RoleSchedule> {
         self.touch()?;
+        self.fetch_role_schedule(role_id).await
+    }
+
+    /// [`Messenger::role_schedule`] without counting as activity.
+    pub(super) async fn fetch_role_schedule(&mut self, role_id: &str) -> Result<RoleSchedule> {
         let keys = self.options.role_admin_keys.clone();
         if keys.is_empty() {
             return Err(ClientError::RoleSchedule(
@@ -87,22 +92,63 @@ impl Messenger {
 
     /// Sends `message` to whoever holds `role_id` now (every current device
     /// of each holder, and this user's other devices), as
-    /// [`Messenger::send`] does, and says who that was. A role nobody holds
-    /// now is [`ClientError::RoleUnheld`]: nothing is sent.
+    /// [`Messenger::send`] does, in this user's thread with the role
+    /// (`message.role` is set to it), and says who that was. A role nobody
+    /// holds now is [`ClientError::RoleUnheld`]: nothing is sent.
     pub async fn send_to_role(&mut self, role_id: &str, message: Message) -> Result<RoleSend> {
-        let schedule = self.role_schedule(role_id).await?;
+        let party = self.user.clone();
+        self.send_in_thread(role_id, &party, message).await
+    }
+
+    /// Replies in the thread between `role_id` and `party` (the user who
+    /// wrote to the role): to `party` and to whoever holds the role now,
+    /// so that a holder's colleagues, and the next holder after a handoff,
+    /// see the reply. `holders` in the result are the role's holders it
+    /// went to; `party` got it too. A role nobody holds now still gets the
+    /// reply to `party`.
+    pub async fn reply_in_role_thread(
+        &mut self,
+        role_id: &str,
+        party: &str,
+        message: Message,
+    ) -> Result<RoleSend> {
+        self.send_in_thread(role_id, party, message).await
+    }
+
+    async fn send_in_thread(
+        &mut self,
+        role_id: &str,
+        party: &str,
+        mut message: Message,
+    ) -> Result<RoleSend> {
+        self.touch()?;
+        let schedule = self.fetch_role_schedule(role_id).await?;
         let holders: Vec<String> = schedule
             .holders_at(now_ms() / 1000)
             .into_iter()
             .map(str::to_owned)
             .collect();
-        if holders.is_empty() {
+        let to_party = party != self.user;
+        if holders.is_empty() && !to_party {
             return Err(ClientError::RoleUnheld {
                 role_id: role_id.to_owned(),
             });
         }
-        let users: Vec<&str> = holders.iter().map(String::as_str).collect();
-        let message_id = self.send(&users, message).await?;
+        if message.sent_at_ms == 0 {
+            message.sent_at_ms = now_ms();
+        }
+        message.role = Some(RoleThread {
+            role_id: role_id.to_owned(),
+            party: party.to_owned(),
+        });
+        let mut users: Vec<&str> = holders.iter().map(String::as_str).collect();
+        if to_party {
+            users.push(party);
+        }
+        let plaintext = content::encode(&Content::Message(message))?;
+        let message_id = self
+            .send_plaintext_in_thread(&users, &plaintext, Some(role_id))
+            .await?;
         Ok(RoleSend {
             message_id,
             holders,

@@ -12,7 +12,8 @@ use super::receive::identity_event;
 use super::{Event, Messenger, now_ms, random_id};
 use crate::ClientError;
 use crate::content::{self, Content, Message, Receipt, ReceiptKind};
-use crate::store::StoreError;
+use crate::store::{RoleThreadEntry, StoreError};
+use zeroize::Zeroizing;
 
 type Result<T, E = ClientError> = core::result::Result<T, E>;
 
@@ -191,12 +192,34 @@ impl Messenger {
         users: &[&str],
         plaintext: &[u8],
     ) -> Result<[u8; 16]> {
+        self.send_plaintext_in_thread(users, plaintext, None).await
+    }
+
+    /// [`Messenger::send_plaintext`], keeping the message as one of
+    /// `role_id`'s threads (spec/15) in the transaction that queues it.
+    pub(super) async fn send_plaintext_in_thread(
+        &mut self,
+        users: &[&str],
+        plaintext: &[u8],
+        role_id: Option<&str>,
+    ) -> Result<[u8; 16]> {
         let message_id = random_id();
         let users = distinct(users);
         let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
-        self.store
-            .get_mut()?
-            .queue_outgoing(&message_id, &user_refs, plaintext)?;
+        let entry = role_id.map(|role_id| RoleThreadEntry {
+            role_id: role_id.to_owned(),
+            from_user: self.user.clone(),
+            message_id,
+            at_ms: now_ms(),
+            content: Zeroizing::new(plaintext.to_vec()),
+        });
+        self.store.get_mut()?.atomically(|s| {
+            s.queue_outgoing(&message_id, &user_refs, plaintext)?;
+            if let Some(entry) = &entry {
+                s.record_role_entry(entry)?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
         match self.deliver_queued(&message_id, &users, plaintext).await {
             Ok(()) => Ok(message_id),
             Err(reason) if is_transient(&reason) => {

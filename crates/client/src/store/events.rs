@@ -22,6 +22,50 @@ const NEXT_EVENT_SEQ: &str = "next_event_seq";
 const KIND_RECEIVED: u8 = 1;
 const KIND_IDENTITY_CHANGED: u8 = 2;
 const KIND_NEW_DEVICE: u8 = 3;
+const KIND_HANDOFF: u8 = 4;
+const KIND_HANDOFF_REFUSED: u8 = 5;
+
+/// Why a received handoff was refused (spec/15, "Handoff", in the order
+/// checked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HandoffRefusal {
+    /// This device pinned no administrator key: it cannot check a handoff.
+    NoAdminKeys,
+    /// Neither the schedule it keeps nor the one the handoff carries
+    /// verifies under the pinned keys.
+    NoSchedule,
+    /// The schedule has no assignment of the sender's ending where the
+    /// handoff says: the sender did not hold the role then.
+    NotTheHolder,
+    /// That assignment has not ended yet.
+    NotEnded,
+    /// This user does not hold the role after that end.
+    NotTheSuccessor,
+}
+
+impl HandoffRefusal {
+    fn code(self) -> u8 {
+        match self {
+            Self::NoAdminKeys => 1,
+            Self::NoSchedule => 2,
+            Self::NotTheHolder => 3,
+            Self::NotEnded => 4,
+            Self::NotTheSuccessor => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => Self::NoAdminKeys,
+            2 => Self::NoSchedule,
+            3 => Self::NotTheHolder,
+            4 => Self::NotEnded,
+            5 => Self::NotTheSuccessor,
+            _ => return None,
+        })
+    }
+}
 
 /// An event waiting in the store to be reported.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,6 +88,22 @@ pub enum PendingEvent {
         /// The new device.
         device_key: [u8; 32],
     },
+    /// A handoff stored in `incoming` (spec/15), and the ids of the
+    /// handed-over messages that were new to this device: reported with
+    /// those only.
+    Handoff {
+        /// The stored handoff.
+        handoff: MessageRef,
+        /// The new messages' ids.
+        fresh: Vec<[u8; 16]>,
+    },
+    /// A handoff stored in `incoming` and refused.
+    HandoffRefused {
+        /// The stored handoff.
+        handoff: MessageRef,
+        /// Why.
+        reason: HandoffRefusal,
+    },
 }
 
 impl core::fmt::Debug for PendingEvent {
@@ -53,6 +113,8 @@ impl core::fmt::Debug for PendingEvent {
             Self::Received(_) => "Received",
             Self::IdentityChanged { .. } => "IdentityChanged",
             Self::NewDevice { .. } => "NewDevice",
+            Self::Handoff { .. } => "Handoff",
+            Self::HandoffRefused { .. } => "HandoffRefused",
         })
     }
 }
@@ -76,6 +138,22 @@ fn encode(event: &PendingEvent) -> Result<Zeroizing<Vec<u8>>> {
             out.extend_from_slice(device_key);
             put_name(&mut out, user, "user id")?;
         }
+        PendingEvent::Handoff { handoff, fresh } => {
+            out.push(KIND_HANDOFF);
+            out.extend_from_slice(&handoff.sender_device);
+            out.extend_from_slice(&handoff.message_id);
+            let count = u16::try_from(fresh.len()).map_err(|_| StoreError::TooLarge {
+                what: "handoff event",
+            })?;
+            out.extend_from_slice(&count.to_be_bytes());
+            fresh.iter().for_each(|id| out.extend_from_slice(id));
+        }
+        PendingEvent::HandoffRefused { handoff, reason } => {
+            out.push(KIND_HANDOFF_REFUSED);
+            out.extend_from_slice(&handoff.sender_device);
+            out.extend_from_slice(&handoff.message_id);
+            out.push(reason.code());
+        }
     }
     Ok(out)
 }
@@ -96,6 +174,25 @@ fn decode(value: &Zeroizing<Vec<u8>>) -> Result<PendingEvent> {
                 PendingEvent::NewDevice { user, device_key }
             }
         }
+        KIND_HANDOFF => {
+            let handoff = MessageRef {
+                sender_device: r.array()?,
+                message_id: r.array()?,
+            };
+            let count = r.u16()?;
+            let fresh = (0..count)
+                .map(|_| r.array())
+                .collect::<Result<Vec<[u8; 16]>>>()?;
+            PendingEvent::Handoff { handoff, fresh }
+        }
+        KIND_HANDOFF_REFUSED => PendingEvent::HandoffRefused {
+            handoff: MessageRef {
+                sender_device: r.array()?,
+                message_id: r.array()?,
+            },
+            reason: HandoffRefusal::from_code(r.array::<1>()?[0])
+                .ok_or_else(|| corrupt(EVENTS, "unknown handoff refusal"))?,
+        },
         _ => return Err(corrupt(EVENTS, "unknown event kind")),
     };
     if !r.rest().is_empty() {

@@ -105,12 +105,32 @@ CREATE TABLE group_outbox (
 CREATE INDEX group_outbox_by_status ON group_outbox (status, seq);
 ";
 
-/// Creates the schema of the current format (4) in an empty database.
+/// What format 5 adds to format 4: the recent messages of role threads,
+/// for handing them to a role's next holder, and the last hold handed
+/// off per role (spec/15, "Threads and handoff").
+const ROLE_THREAD_TABLES: &str = "\
+CREATE TABLE role_threads (
+    seq INTEGER PRIMARY KEY,
+    tag BLOB NOT NULL UNIQUE,
+    role_tag BLOB NOT NULL,
+    at_ms INTEGER NOT NULL,
+    value BLOB NOT NULL
+) STRICT;
+CREATE INDEX role_threads_by_role ON role_threads (role_tag, at_ms);
+CREATE INDEX role_threads_by_time ON role_threads (at_ms);
+CREATE TABLE role_handoffs (
+    tag BLOB PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+";
+
+/// Creates the schema of the current format (5) in an empty database.
 pub(super) fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA_1)?;
     conn.execute_batch(EVENTS_TABLE)?;
     conn.execute_batch(ROLE_SCHEDULES_TABLE)?;
     conn.execute_batch(GROUP_TABLES)?;
+    conn.execute_batch(ROLE_THREAD_TABLES)?;
     Ok(())
 }
 
@@ -133,6 +153,12 @@ pub(super) fn upgrade_3_to_4(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Upgrades the schema of a store of format 4 to format 5.
+pub(super) fn upgrade_4_to_5(conn: &Connection) -> Result<()> {
+    conn.execute_batch(ROLE_THREAD_TABLES)?;
+    Ok(())
+}
+
 type SchemaRow = (String, String, String, Option<String>);
 
 fn schema_rows(conn: &Connection) -> Result<Vec<SchemaRow>> {
@@ -146,7 +172,7 @@ fn schema_rows(conn: &Connection) -> Result<Vec<SchemaRow>> {
 }
 
 /// Refuses a database whose schema is not exactly that of `format` (1 to
-/// 4): no extra table, index, trigger or view, no changed column (STO-14).
+/// 5): no extra table, index, trigger or view, no changed column (STO-14).
 pub(super) fn check(conn: &Connection, format: u8) -> Result<()> {
     let expected = Connection::open_in_memory()?;
     match format {
@@ -159,6 +185,12 @@ pub(super) fn check(conn: &Connection, format: u8) -> Result<()> {
             expected.execute_batch(SCHEMA_1)?;
             expected.execute_batch(EVENTS_TABLE)?;
             expected.execute_batch(ROLE_SCHEDULES_TABLE)?;
+        }
+        4 => {
+            expected.execute_batch(SCHEMA_1)?;
+            expected.execute_batch(EVENTS_TABLE)?;
+            expected.execute_batch(ROLE_SCHEDULES_TABLE)?;
+            expected.execute_batch(GROUP_TABLES)?;
         }
         _ => create(&expected)?,
     }

@@ -199,6 +199,14 @@ pub fn options() -> MessengerOptions {
     }
 }
 
+/// [`options`] with the administrator key of role schedules pinned.
+pub fn with_admin_key(admin_public: [u8; 32]) -> MessengerOptions {
+    MessengerOptions {
+        role_admin_keys: vec![admin_public],
+        ..options()
+    }
+}
+
 pub async fn bounded<F: Future<Output = ()>>(test: F) {
     tokio::time::timeout(TEST_TIMEOUT, test)
         .await
