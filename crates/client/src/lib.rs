@@ -15,7 +15,6 @@
 #![forbid(unsafe_code)]
 
 mod connection;
-pub mod content;
 mod messenger;
 mod store;
 mod tls;
@@ -37,6 +36,8 @@ pub use self::store::{
     StorageKey, Store, StoreError,
 };
 pub use self::tls::{ALPN, PinMismatch, pinned_client_config};
+/// The content format (spec/12), from its own crate.
+pub use ward_content as content;
 pub use ward_proto::relay_v1 as wire;
 
 /// Why a relay operation failed.

@@ -1,10 +1,13 @@
 //! What a ratchet message carries between Ward clients: the content format
-//! `ward.content.v1` (spec/12-message-content.md).
+//! `ward.content.v1` (spec/12-message-content.md). `ward-client` uses it
+//! as `ward_client::content`.
 //!
 //! [`encode`] turns a [`Content`] into the plaintext a session encrypts: the
 //! canonical protobuf `Content` (`proto/schemas/ward_content.proto`),
 //! padded to a multiple of [`PAD_BLOCK`] bytes ([`pad`]). [`decode`] undoes
 //! both and checks every bound, in the order of spec/12, "Decoding".
+
+#![forbid(unsafe_code)]
 
 use prost::Message as _;
 use ward_proto::content_v1 as pb;
@@ -153,15 +156,15 @@ pub struct Message {
     /// Its priority.
     pub priority: Priority,
     /// When it was written, by the sender's clock, milliseconds since the
-    /// Unix epoch ([`Messenger::send`](crate::Messenger::send) fills in
+    /// Unix epoch (`Messenger::send` of ward-client fills in
     /// zero with the current time).
     pub sent_at_ms: u64,
     /// The group it was sent to; `None` for a 1:1 message. Set by
-    /// [`Messenger::send_to_group`](crate::Messenger::send_to_group).
+    /// `Messenger::send_to_group` of ward-client.
     pub group_id: Option<[u8; 16]>,
     /// The role thread it belongs to; `None` for other messages. Set by
-    /// [`Messenger::send_to_role`](crate::Messenger::send_to_role) and
-    /// [`Messenger::reply_in_role_thread`](crate::Messenger::reply_in_role_thread).
+    /// `Messenger::send_to_role` and `Messenger::reply_in_role_thread` of
+    /// ward-client.
     pub role: Option<RoleThread>,
 }
 
