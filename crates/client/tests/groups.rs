@@ -325,3 +325,55 @@ async fn a_twenty_device_team_is_uploaded_one_ciphertext_per_message() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn two_admins_adding_at_once_both_get_their_member_in() {
+    bounded(async {
+        let mut team = Team::enroll(&[
+            ("nurse.diaz", 2),
+            ("dr.adams", 1),
+            ("dr.baker", 1),
+            ("dr.chen", 1),
+        ])
+        .await;
+        let group = team
+            .device("nurse.diaz-0")
+            .create_group("4 West", &["dr.adams"])
+            .await
+            .unwrap();
+        team.settle().await;
+        // Both of the nurse's devices change epoch 1 before either hears of
+        // the other's change: the two changes compete (spec/14), and the
+        // device whose change lost makes it again on the winner.
+        team.device("nurse.diaz-0")
+            .add_to_group(&group, &["dr.baker"])
+            .await
+            .unwrap();
+        team.device("nurse.diaz-1")
+            .add_to_group(&group, &["dr.chen"])
+            .await
+            .unwrap();
+        team.settle().await;
+        for (name, device) in &mut team.devices {
+            let roster = device.group(&group).unwrap().unwrap();
+            let users: Vec<&str> = roster.members.iter().map(|m| m.user_id.as_str()).collect();
+            assert_eq!(
+                users,
+                ["dr.adams", "dr.baker", "dr.chen", "nurse.diaz"],
+                "{name}"
+            );
+            assert_eq!(roster.epoch, 3, "{name}");
+        }
+        team.device("dr.chen-0")
+            .send_to_group(&group, Message::text("chen here"))
+            .await
+            .unwrap();
+        let events = team.settle().await;
+        for (name, events) in &events {
+            if name != "dr.chen-0" {
+                assert_eq!(texts(events, &group), ["chen here"], "{name}");
+            }
+        }
+    })
+    .await;
+}

@@ -197,7 +197,11 @@ impl Messenger {
                 }
             }
             GroupControlBody::Welcome(bytes) => match state {
-                Some(state) if state.is_member() => store_this(&mut effects, false),
+                Some(state)
+                    if state.is_member() && !self.welcomes_again(&state, &sender, &bytes) =>
+                {
+                    store_this(&mut effects, false)
+                }
                 _ => match GroupState::from_welcome(
                     self.identity_pair()?,
                     &self.user,
@@ -364,6 +368,23 @@ impl Messenger {
             event,
         });
         Ok(Outcome::Done)
+    }
+
+    /// Whether a welcome to a group this device is a member of replaces its
+    /// state (spec/14, GRP-14): a device welcomed into a change that lost
+    /// to a competing one is welcomed again when the change is made again
+    /// on the winner, and only an admin device of the roster it holds, at a
+    /// later epoch, can do that.
+    fn welcomes_again(&self, state: &GroupState, from: &[u8; 32], bytes: &[u8]) -> bool {
+        let from_admin = state
+            .members()
+            .values()
+            .any(|m| m.admin && m.devices.contains(from));
+        from_admin
+            && self.identity_pair().is_ok_and(|identity| {
+                GroupState::from_welcome(identity, &self.user, from, bytes)
+                    .is_ok_and(|welcomed| welcomed.epoch() > state.epoch())
+            })
     }
 
     /// A change of ours that lost to a competing one, made again on the new
