@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz ward-core, the relay frames and the audit log for a bounded time:
+# Fuzz ward-core, the message content, the relay frames and the audit log for a bounded time:
 # scripts/fuzz.sh [SECONDS_PER_TARGET]
 #
 # Builds every cargo-fuzz target in fuzz/ once (`cargo fuzz list`: every
@@ -48,6 +48,7 @@ declare -A max_len=(
     [message_kind_and_decrypt]=4096
     [ratchet_model]=1024
     [relay_frame]=8192
+    [content]=8192
     [audit_entry]=8192
 )
 # libFuzzer grows its length limit slowly from small inputs; at the few dozen

@@ -169,8 +169,71 @@ fn main() -> std::io::Result<()> {
 
     relay_frames(root, &device)?;
     audit(root)?;
+    content(root)?;
 
     println!("seed corpus written under {}", root.display());
+    Ok(())
+}
+
+/// One content of every kind (spec/12), padded as it travels: a message in
+/// a role thread with an attachment, a receipt, a group control, a handoff.
+fn content(root: &Path) -> std::io::Result<()> {
+    use ward_content::{
+        Attachment, AttachmentKey, Content, GroupControl, GroupControlBody, HandedOver, Handoff,
+        Message, Receipt, ReceiptKind, RoleThread,
+    };
+    let mut message = Message::urgent("Bed 4: chest pain");
+    message.sent_at_ms = 1_767_225_600_000;
+    message.role = Some(RoleThread {
+        role_id: "cardiology-oncall".into(),
+        party: "nurse.diaz@clinic.example".into(),
+    });
+    message.attachments.push(Attachment {
+        reference: "blob://ward/ecg-1".into(),
+        content_type: "application/pdf".into(),
+        size: 4096,
+        sha256: [0x11; 32],
+        key: AttachmentKey::new([0x22; 32]),
+    });
+    let mut in_group = Message::text("Team huddle at 7");
+    in_group.group_id = Some([0x33; 16]);
+    let contents = [
+        ("message", Content::Message(message.clone())),
+        (
+            "receipt",
+            Content::Receipt(Receipt {
+                kind: ReceiptKind::Read,
+                message_ids: vec![[0x44; 16], [0x45; 16]],
+            }),
+        ),
+        (
+            "group-resent",
+            Content::Group(GroupControl {
+                group_id: [0x33; 16],
+                body: GroupControlBody::Resent {
+                    message_id: [0x46; 16],
+                    message: in_group,
+                },
+            }),
+        ),
+        (
+            "handoff",
+            Content::Handoff(Handoff {
+                role_id: "cardiology-oncall".into(),
+                ends_at: 1_767_268_800,
+                schedule: vec![0x0e, 1, 2, 3],
+                entries: vec![HandedOver {
+                    from_user: "nurse.diaz@clinic.example".into(),
+                    message_id: [0x47; 16],
+                    message,
+                }],
+            }),
+        ),
+    ];
+    for (name, content) in contents {
+        let plaintext = ward_content::encode(&content).map_err(std::io::Error::other)?;
+        write(root, "content", name, &plaintext)?;
+    }
     Ok(())
 }
 
