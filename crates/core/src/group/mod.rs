@@ -483,8 +483,8 @@ impl GroupState {
     }
 
     /// Restores a group from [`Self::to_bytes`]. Like a session, it is the
-    /// device's own data: lengths and encodings are checked, and the
-    /// signatures of the kept changes again.
+    /// device's own data: lengths and encodings are checked, but not the
+    /// signatures of the kept changes, verified when they were applied.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let body = expect_format(bytes, format::GROUP_STATE)?;
         let record = pb::GroupStateRecord::decode(body)?;
@@ -500,7 +500,7 @@ impl GroupState {
                 .ok_or(DecodeError::MissingField("history.before"))?;
             history.push_back((
                 Roster::from_proto(before)?,
-                GroupChange::decode(&entry.change)?,
+                GroupChange::decode_applied(&entry.change)?,
             ));
         }
         let own_chain = match record.own_chain.is_empty() {
