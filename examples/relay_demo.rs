@@ -1,6 +1,7 @@
 //! The main job: a relay on 127.0.0.1 with its embedded SQLite store, and a
 //! conversation between two clinicians with two devices each through it,
-//! then their care team. At the end the relay's audit log is exported and
+//! then their care team, then an on-call role handed over at a shift
+//! change (spec/15). At the end the relay's audit log is exported and
 //! verified.
 
 use std::sync::Arc;
@@ -10,9 +11,14 @@ use ward_audit::UserId;
 use ward_client::{
     Event, IncomingMessage, Message, Messenger, MessengerOptions, Priority, ReceiptKind, StorageKey,
 };
+use ward_core::{AdminKey, Assignment, RoleSchedule};
 use ward_relay::config::RelayConfig;
 use ward_relay::metrics::Metrics;
-use ward_relay::storage::{Role, Storage};
+use ward_relay::storage::{Role, RoleScheduleRecord, SqliteStorage, Storage};
+
+/// The on-call role of the demo's last part.
+const ON_CALL: &str = "cardiology-oncall";
+const HOUR: u64 = 3600;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -54,7 +60,7 @@ async fn main() -> Result<(), Error> {
         )?;
         Ok(token)
     };
-    for user in ["dr.okafor", "rn.lindqvist"] {
+    for user in ["dr.okafor", "rn.lindqvist", "dr.haddad"] {
         storage.create_user(
             &UserId::new(user)?,
             &Role::new("clinician")?,
@@ -66,8 +72,13 @@ async fn main() -> Result<(), Error> {
     // the storage key would come from the platform's key store.
     let stores = data_dir.join("devices");
     std::fs::create_dir_all(&stores)?;
+    // Hospital IT's administrator key signs the on-call rotas; it is kept
+    // off the relay, and the apps pin its public key, so the relay cannot
+    // redirect a role (`ward-relay admin role keygen`).
+    let admin = AdminKey::generate(&mut ward_core::os_rng());
     let options = || MessengerOptions {
         auto_lock_after: None,
+        role_admin_keys: vec![admin.public_key()],
         ..MessengerOptions::default()
     };
     let mut key_byte = 0u8;
@@ -148,13 +159,30 @@ async fn main() -> Result<(), Error> {
     next_message(&mut okafor_desk, "Okafor's desktop").await?;
     next_message(&mut lindqvist_tablet, "Lindqvist's tablet").await?;
 
+    let (mut haddad_phone, ..) = device("dr.haddad", "haddad-phone").await?;
+    println!("Haddad's phone enrolled: Dr Haddad is on call tonight");
+    shift_change(
+        &storage,
+        &admin,
+        &mut lindqvist_phone,
+        &mut okafor_phone,
+        &mut haddad_phone,
+    )
+    .await?;
+
     let safety = okafor_phone.safety_number("rn.lindqvist")?;
     println!(
         "safety number Dr Okafor's phone shows for Lindqvist:\n  {}",
         safety.grouped()
     );
 
-    for device in [okafor_phone, okafor_desk, lindqvist_phone, lindqvist_tablet] {
+    for device in [
+        okafor_phone,
+        okafor_desk,
+        lindqvist_phone,
+        lindqvist_tablet,
+        haddad_phone,
+    ] {
         device.close().await;
     }
     relay.shutdown().await?;
@@ -168,6 +196,155 @@ async fn main() -> Result<(), Error> {
     );
     drop(storage);
     std::fs::remove_dir_all(&data_dir)?;
+    Ok(())
+}
+
+/// On call: Dr Okafor holds the role on the day shift, Dr Haddad at night.
+/// Lindqvist writes to the role and Okafor answers in her thread; the rota
+/// changes and ends Okafor's shift; Okafor's phone hands the thread to
+/// Haddad's, end to end, and the role reaches Haddad from then on.
+async fn shift_change(
+    storage: &SqliteStorage,
+    admin: &AdminKey,
+    lindqvist: &mut Messenger,
+    okafor: &mut Messenger,
+    haddad: &mut Messenger,
+) -> Result<(), Error> {
+    let now = now_ms() / 1000;
+    publish_rota(
+        storage,
+        admin,
+        1,
+        &[
+            ("dr.okafor", now - 8 * HOUR, now + 4 * HOUR),
+            ("dr.haddad", now + 4 * HOUR, now + 16 * HOUR),
+        ],
+    )?;
+    println!("hospital IT signed the {ON_CALL} rota (version 1) and published it");
+    let sent = lindqvist
+        .send_to_role(
+            ON_CALL,
+            Message::urgent("Bed 4: chest pain, troponin pending"),
+        )
+        .await?;
+    println!(
+        "{:<20} -> {ON_CALL}: held by {} now",
+        "Lindqvist's phone",
+        sent.holders.join(", ")
+    );
+    next_message(okafor, "Okafor's phone").await?;
+    okafor
+        .reply_in_role_thread(ON_CALL, "rn.lindqvist", Message::text("Coming. ECG please"))
+        .await?;
+    next_message(lindqvist, "Lindqvist's phone").await?;
+
+    // The shift changes: a new version of the rota, signed again.
+    let change = now - 60;
+    publish_rota(
+        storage,
+        admin,
+        2,
+        &[
+            ("dr.okafor", now - 8 * HOUR, change),
+            ("dr.haddad", change, now + 12 * HOUR),
+        ],
+    )?;
+    println!("the rota changed (version 2): Okafor's shift ended a minute ago, Haddad's began");
+    // Okafor's phone would do this by itself within minutes.
+    for handoff in okafor.hand_off_roles().await? {
+        println!(
+            "{:<20}    handed {} to {}: {} thread messages",
+            "Okafor's phone",
+            handoff.role_id,
+            handoff.to_users.join(", "),
+            handoff.messages
+        );
+    }
+    // Haddad's device checks the handoff against the signed rota.
+    loop {
+        if let Event::RoleHandoff {
+            role_id,
+            from_user,
+            messages,
+            ..
+        } = next_event(haddad).await?
+        {
+            println!(
+                "{:<20} <- {role_id}, handed over by {from_user}:",
+                "Haddad's phone"
+            );
+            for m in messages {
+                let flag = match m.message.priority {
+                    Priority::Urgent => "URGENT ",
+                    Priority::Routine => "",
+                };
+                println!("{:<20}      {}: {flag}{}", "", m.from_user, m.message.text);
+            }
+            break;
+        }
+    }
+    let sent = lindqvist
+        .send_to_role(ON_CALL, Message::text("Bed 4: troponin 0.9"))
+        .await?;
+    println!(
+        "{:<20} -> {ON_CALL}: held by {} now",
+        "Lindqvist's phone",
+        sent.holders.join(", ")
+    );
+    next_message(haddad, "Haddad's phone").await?;
+    haddad
+        .reply_in_role_thread(
+            ON_CALL,
+            "rn.lindqvist",
+            Message::text("Seen the ECG. On my way"),
+        )
+        .await?;
+    loop {
+        if next_message(lindqvist, "Lindqvist's phone")
+            .await?
+            .sender_user
+            == "dr.haddad"
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// Signs version `version` of the on-call rota, with `shifts` (user, from,
+/// to, in seconds), and publishes it: what `ward-relay admin role sign` and
+/// `role publish` do.
+fn publish_rota(
+    storage: &SqliteStorage,
+    admin: &AdminKey,
+    version: u64,
+    shifts: &[(&str, u64, u64)],
+) -> Result<(), Error> {
+    let schedule = RoleSchedule {
+        role_id: ON_CALL.to_owned(),
+        display_name: "On-call cardiology".to_owned(),
+        department: "Cardiology".to_owned(),
+        version,
+        issued_at: now_ms() / 1000,
+        assignments: shifts
+            .iter()
+            .map(|&(user, from, to)| Assignment {
+                user_id: user.to_owned(),
+                starts_at: from,
+                ends_at: to,
+            })
+            .collect(),
+    };
+    let signed = admin.sign(&schedule)?;
+    storage.publish_role_schedule(
+        &RoleScheduleRecord {
+            role_id: ON_CALL.to_owned(),
+            version,
+            signed,
+            published_at: now_ms(),
+        },
+        None,
+        now_ms(),
+    )?;
     Ok(())
 }
 
@@ -190,12 +367,15 @@ async fn next_message(device: &mut Messenger, name: &str) -> Result<IncomingMess
                 } else {
                     ""
                 };
-                let team = match m.message.group_id {
-                    Some(id) => match device.group(&id)? {
+                let team = match (m.message.group_id, &m.message.role) {
+                    (Some(id), _) => match device.group(&id)? {
                         Some(group) => format!("[{}] ", group.name),
                         None => "[a group] ".to_owned(),
                     },
-                    None => String::new(),
+                    (None, Some(thread)) => {
+                        format!("[{}, thread of {}] ", thread.role_id, thread.party)
+                    }
+                    (None, None) => String::new(),
                 };
                 println!(
                     "{name:<20} <- {team}{}: {flag}{}{own}",

@@ -5,7 +5,7 @@
 #   - crates/client-ffi/tests/python/test_ffi.py, the FFI's full test;
 #   - crates/client-ffi/tests/kotlin/SmokeTest.kt, compiled with the
 #     Kotlin bindings and run on the JVM (enroll, send, receive, listener,
-#     typed errors).
+#     an on-call role and a reply in its thread, a care team, typed errors).
 # Swift bindings are generated and checked to be there, so they cannot rot;
 # they cannot be compiled on Linux. Needs Rust; installs what else is missing
 # (python3, a JDK and Debian's libjna-java with apt-get; the Kotlin compiler

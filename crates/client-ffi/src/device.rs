@@ -66,6 +66,11 @@ pub struct WardOptions {
     /// from the relay; without any, roles cannot be used. Default none.
     #[uniffi(default = [])]
     pub role_admin_keys: Vec<Vec<u8>>,
+    /// When this user's hold of a role ends, the role's thread messages of
+    /// this long before the end (and any since) are handed to the next
+    /// holder, in ms (spec/15, "Handoff"). Default 12 hours: a shift.
+    #[uniffi(default = 43200000)]
+    pub handoff_window_ms: u64,
 }
 
 /// The messenger's options from the foreign ones (`None`: the defaults).
@@ -83,6 +88,7 @@ fn messenger_options(options: Option<WardOptions>) -> Result<MessengerOptions> {
             request_timeout_ms,
             outbox_retry_ms,
             role_admin_keys,
+            handoff_window_ms,
         }) = options
         else {
             return Ok(defaults);
@@ -106,20 +112,10 @@ fn messenger_options(options: Option<WardOptions>) -> Result<MessengerOptions> {
             request_timeout: Duration::from_millis(request_timeout_ms),
             outbox_retry: Duration::from_millis(outbox_retry_ms),
             role_admin_keys,
+            handoff_window: Duration::from_millis(handoff_window_ms),
             ..defaults
         })
     }
-}
-
-/// A message sent to a role, and who held the role when it went.
-#[derive(Clone, Debug, uniffi::Record)]
-pub struct WardRoleSend {
-    /// The message id (16 bytes).
-    pub message_id: Vec<u8>,
-    /// The users it was sent to.
-    pub holders: Vec<String>,
-    /// The version of the schedule they were read from.
-    pub schedule_version: u64,
 }
 
 /// Receives a device's events on the runtime's task (see
@@ -383,34 +379,6 @@ impl WardDevice {
             Message::text(text)
         };
         self.send(users, message).await
-    }
-
-    /// Sends `text` to whoever holds the on-call role `role_id` now
-    /// (spec/15): the role's schedule is fetched, verified under
-    /// [`WardOptions::role_admin_keys`] and resolved at this moment.
-    /// Returns the message id and the users it went to.
-    /// [`WardError::RoleRefused`] if the schedule does not verify or would
-    /// roll the role back; [`WardError::RoleUnheld`] if nobody holds it.
-    pub async fn send_to_role(
-        self: Arc<Self>,
-        role_id: String,
-        text: String,
-        urgent: bool,
-    ) -> Result<WardRoleSend> {
-        let message = if urgent {
-            Message::urgent(text)
-        } else {
-            Message::text(text)
-        };
-        self.with(async move |m| {
-            let sent = m.send_to_role(&role_id, message).await?;
-            Ok(WardRoleSend {
-                message_id: sent.message_id.to_vec(),
-                holders: sent.holders,
-                schedule_version: sent.version,
-            })
-        })
-        .await
     }
 
     /// [`WardDevice::send_text`] for a message with attachments.

@@ -5,7 +5,7 @@ use ward_client::{
     ReceiptKind,
 };
 
-use crate::WardError;
+use crate::{WardError, WardHandedOver, WardHandoffRefusal, WardRoleThread};
 
 /// The length of an attachment's key, in bytes.
 const ATTACHMENT_KEY_LEN: usize = 32;
@@ -108,6 +108,13 @@ impl TryFrom<WardMessage> for Message {
     }
 }
 
+/// A received message's text, urgency and attachments.
+pub(crate) fn message_body(message: Message) -> (String, bool, Vec<WardAttachment>) {
+    let urgent = message.priority == Priority::Urgent;
+    let attachments = message.attachments.into_iter().map(Into::into).collect();
+    (message.text, urgent, attachments)
+}
+
 /// Delivered or read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
 pub enum WardReceiptKind {
@@ -164,6 +171,10 @@ pub enum WardEvent {
         from_own_device: bool,
         /// The group it was sent to (16 bytes), or none for a 1:1 message.
         group_id: Option<Vec<u8>>,
+        /// The role thread it belongs to (spec/15), or none: a message to
+        /// a role, or a reply in the thread (answer with
+        /// [`WardDevice::reply_in_role_thread`](crate::WardDevice::reply_in_role_thread)).
+        role: Option<WardRoleThread>,
     },
     /// A group's roster or name changed, or this device joined one: read
     /// it with [`WardDevice::group`](crate::WardDevice::group).
@@ -172,6 +183,32 @@ pub enum WardEvent {
         group_id: Vec<u8>,
         /// Whose device made the change.
         by_user: String,
+    },
+    /// The outgoing holder of a role handed its recent threads to this
+    /// user, who holds the role next (spec/15, "Handoff"); checked against
+    /// the administrator's schedule under the pinned keys. `messages` are
+    /// those this device did not have, oldest first.
+    RoleHandoff {
+        /// The role.
+        role_id: String,
+        /// The outgoing holder.
+        from_user: String,
+        /// The end of their hold, seconds since the Unix epoch.
+        ends_at: u64,
+        /// The handed-over messages; each names its thread's party.
+        messages: Vec<WardHandedOver>,
+    },
+    /// A handoff that did not check out against the administrator's
+    /// schedule (from a user who did not hold the role, say): nothing of
+    /// it was kept. The app may warn: the relay or the sender's account
+    /// may be compromised.
+    HandoffRefused {
+        /// The role it named.
+        role_id: String,
+        /// Who sent it.
+        from_user: String,
+        /// Why it was refused.
+        reason: WardHandoffRefusal,
     },
     /// A receipt for messages this user sent.
     Receipt {
@@ -256,20 +293,26 @@ impl From<Event> for WardEvent {
                 message_id,
                 sent_at_ms,
                 received_at_ms,
-                message,
+                mut message,
                 from_own_device,
-            }) => Self::Message {
-                sender_user,
-                sender_device: sender_device.to_vec(),
-                message_id: message_id.to_vec(),
-                urgent: message.priority == Priority::Urgent,
-                group_id: message.group_id.map(|id| id.to_vec()),
-                attachments: message.attachments.into_iter().map(Into::into).collect(),
-                text: message.text,
-                sent_at_ms,
-                received_at_ms,
-                from_own_device,
-            },
+            }) => {
+                let group_id = message.group_id.map(|id| id.to_vec());
+                let role = message.role.take().map(Into::into);
+                let (text, urgent, attachments) = message_body(message);
+                Self::Message {
+                    sender_user,
+                    sender_device: sender_device.to_vec(),
+                    message_id: message_id.to_vec(),
+                    text,
+                    urgent,
+                    attachments,
+                    sent_at_ms,
+                    received_at_ms,
+                    from_own_device,
+                    group_id,
+                    role,
+                }
+            }
             Event::Receipt {
                 from_user,
                 from_device,
@@ -304,6 +347,26 @@ impl From<Event> for WardEvent {
             Event::GroupChanged { group_id, by_user } => Self::GroupChanged {
                 group_id: group_id.to_vec(),
                 by_user,
+            },
+            Event::RoleHandoff {
+                role_id,
+                from_user,
+                ends_at,
+                messages,
+            } => Self::RoleHandoff {
+                role_id,
+                from_user,
+                ends_at,
+                messages: messages.into_iter().map(Into::into).collect(),
+            },
+            Event::HandoffRefused {
+                role_id,
+                from_user,
+                reason,
+            } => Self::HandoffRefused {
+                role_id,
+                from_user,
+                reason: reason.into(),
             },
             Event::Connection(ConnectionState::Connected) => Self::Connection {
                 connected: true,

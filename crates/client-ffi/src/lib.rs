@@ -39,11 +39,15 @@ mod device;
 mod error;
 mod event;
 mod group;
+mod role;
 mod runtime;
 
 pub use self::device::{WardDevice, WardListener, WardOptions};
 pub use self::error::WardError;
 pub use self::event::{WardAttachment, WardEvent, WardMessage, WardReceiptKind};
 pub use self::group::{WardGroup, WardGroupMember};
+pub use self::role::{
+    WardHandedOver, WardHandoffRefusal, WardHandoffSent, WardRoleSend, WardRoleThread,
+};
 
 uniffi::setup_scaffolding!();

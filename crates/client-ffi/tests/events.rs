@@ -1,14 +1,19 @@
 //! The mapping of [`Event`] to [`WardEvent`] and of [`WardMessage`] to a
-//! message: attachments in both directions, connection and outbox events.
+//! message: attachments in both directions, connection and outbox events,
+//! role threads and handoffs.
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 use std::time::Duration;
 
 use ward_client::wire::ErrorCode;
 use ward_client::{
-    Attachment, AttachmentKey, ConnectionState, Event, IncomingMessage, Message, Priority,
+    Attachment, AttachmentKey, ConnectionState, Event, HandedOver, HandoffRefusal, IncomingMessage,
+    Message, Priority, RoleThread,
 };
-use ward_client_ffi::{WardAttachment, WardError, WardEvent, WardMessage};
+use ward_client_ffi::{
+    WardAttachment, WardError, WardEvent, WardHandedOver, WardHandoffRefusal, WardMessage,
+    WardRoleThread,
+};
 
 fn attachment() -> WardAttachment {
     WardAttachment {
@@ -115,4 +120,127 @@ fn connection_and_outbox_events_are_mapped() {
         panic!("not SendFailed");
     };
     assert_eq!((message_id, code.as_str()), (vec![8; 16], "NOT_FOUND"));
+}
+
+fn in_thread(text: &str, party: &str) -> Message {
+    let mut message = Message::urgent(text);
+    message.sent_at_ms = 5;
+    message.role = Some(RoleThread {
+        role_id: "cardiology-oncall".to_owned(),
+        party: party.to_owned(),
+    });
+    message
+}
+
+#[test]
+fn role_threads_and_handoffs_are_mapped() {
+    let event = WardEvent::from(Event::Message(IncomingMessage {
+        sender_user: "nurse.diaz".to_owned(),
+        sender_device: [1; 32],
+        message_id: [2; 16],
+        sent_at_ms: 5,
+        received_at_ms: 6,
+        message: in_thread("Bed 4: chest pain", "nurse.diaz"),
+        from_own_device: false,
+    }));
+    let WardEvent::Message { role, group_id, .. } = event else {
+        panic!("not a message");
+    };
+    assert!(group_id.is_none());
+    assert!(
+        role == Some(WardRoleThread {
+            role_id: "cardiology-oncall".to_owned(),
+            party: "nurse.diaz".to_owned(),
+        }),
+        "the thread changed"
+    );
+
+    let mut with_file = in_thread("ECG attached", "nurse.diaz");
+    with_file.priority = Priority::Routine;
+    with_file.attachments = vec![Attachment::try_from(attachment()).unwrap()];
+    let event = WardEvent::from(Event::RoleHandoff {
+        role_id: "cardiology-oncall".to_owned(),
+        from_user: "dr.adams".to_owned(),
+        ends_at: 1_767_225_600,
+        messages: vec![
+            HandedOver {
+                from_user: "nurse.diaz".to_owned(),
+                message_id: [3; 16],
+                message: in_thread("Bed 4: chest pain", "nurse.diaz"),
+            },
+            HandedOver {
+                from_user: "dr.adams".to_owned(),
+                message_id: [4; 16],
+                message: with_file,
+            },
+        ],
+    });
+    let WardEvent::RoleHandoff {
+        role_id,
+        from_user,
+        ends_at,
+        messages,
+    } = event
+    else {
+        panic!("not a handoff");
+    };
+    assert_eq!(
+        (role_id.as_str(), from_user.as_str(), ends_at),
+        ("cardiology-oncall", "dr.adams", 1_767_225_600)
+    );
+    assert!(
+        messages
+            == vec![
+                WardHandedOver {
+                    from_user: "nurse.diaz".to_owned(),
+                    message_id: vec![3; 16],
+                    text: "Bed 4: chest pain".to_owned(),
+                    urgent: true,
+                    attachments: Vec::new(),
+                    sent_at_ms: 5,
+                    party: "nurse.diaz".to_owned(),
+                },
+                WardHandedOver {
+                    from_user: "dr.adams".to_owned(),
+                    message_id: vec![4; 16],
+                    text: "ECG attached".to_owned(),
+                    urgent: false,
+                    attachments: vec![attachment()],
+                    sent_at_ms: 5,
+                    party: "nurse.diaz".to_owned(),
+                },
+            ],
+        "the handed-over messages changed"
+    );
+
+    for (reason, expected) in [
+        (HandoffRefusal::NoAdminKeys, WardHandoffRefusal::NoAdminKeys),
+        (HandoffRefusal::NoSchedule, WardHandoffRefusal::NoSchedule),
+        (
+            HandoffRefusal::NotTheHolder,
+            WardHandoffRefusal::NotTheHolder,
+        ),
+        (HandoffRefusal::NotEnded, WardHandoffRefusal::NotEnded),
+        (
+            HandoffRefusal::NotTheSuccessor,
+            WardHandoffRefusal::NotTheSuccessor,
+        ),
+    ] {
+        let WardEvent::HandoffRefused {
+            role_id,
+            from_user,
+            reason,
+        } = WardEvent::from(Event::HandoffRefused {
+            role_id: "cardiology-oncall".to_owned(),
+            from_user: "mallory".to_owned(),
+            reason,
+        })
+        else {
+            panic!("not a refusal");
+        };
+        assert_eq!(
+            (role_id.as_str(), from_user.as_str(), reason),
+            ("cardiology-oncall", "mallory", expected)
+        );
+    }
 }

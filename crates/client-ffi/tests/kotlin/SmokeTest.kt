@@ -1,8 +1,9 @@
 // Smoke test of ward-client-ffi's Kotlin bindings on the JVM, against a real
 // relay: two users enroll, exchange messages through `ward-relay` on
 // 127.0.0.1, a listener hears one, a message to an on-call role reaches its
-// holder (a schedule signed with `ward-relay admin role`), and a refused send
-// and a wrong storage key come back as typed exceptions.
+// holder (a schedule signed with `ward-relay admin role`), who replies in the
+// role thread and has nothing to hand off while the hold runs, and a refused
+// send and a wrong storage key come back as typed exceptions.
 //
 // Run by scripts/ffi-test.sh, which compiles it with the generated bindings
 // and sets:
@@ -111,9 +112,9 @@ fun main() {
         runBlocking {
             withTimeout(TIMEOUT_S * 3000) {
                 val aliceStore = File(tmp, "alice.ward").path
-                val aliceOptions = WardOptions(autoLockAfterMs = 0uL, roleAdminKeys = listOf(pinned))
-                val alice = WardDevice.enroll(aliceStore, key(1), addr, fingerprint, aliceToken, aliceOptions)
-                val bob = WardDevice.enroll(File(tmp, "bob.ward").path, key(2), addr, fingerprint, bobToken, options())
+                val pinnedOptions = WardOptions(autoLockAfterMs = 0uL, roleAdminKeys = listOf(pinned))
+                val alice = WardDevice.enroll(aliceStore, key(1), addr, fingerprint, aliceToken, pinnedOptions)
+                val bob = WardDevice.enroll(File(tmp, "bob.ward").path, key(2), addr, fingerprint, bobToken, pinnedOptions)
                 check(alice.user() == "alice" && bob.user() == "bob")
 
                 // Alice to Bob, across the FFI's async calls.
@@ -144,6 +145,15 @@ fun main() {
                 check(toRole.holders == listOf("bob")) { "holders ${toRole.holders}" }
                 val paged = nextMessage(bob)
                 check(paged.messageId.contentEquals(toRole.messageId) && paged.text == "Bed 7: troponin rising")
+                val thread = paged.role ?: error("no role thread")
+                check(thread.roleId == "cardiology-oncall" && thread.party == "alice") { "thread ${thread.roleId}" }
+                // Bob answers in Alice's thread with the role.
+                val answer = bob.replyInRoleThread(thread.roleId, thread.party, "Coming. ECG please", false)
+                check(answer.holders == listOf("bob")) { "holders ${answer.holders}" }
+                val answered = nextMessage(alice)
+                check(answered.messageId.contentEquals(answer.messageId) && answered.role == thread)
+                // His hold runs for another hour: nothing to hand off yet.
+                check(bob.handOffRoles().isEmpty()) { "a handoff before the hold ended" }
 
                 // A care team: created here, read by Bob's device.
                 val team = alice.createGroup("4 West", listOf("bob"))

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.environ["WARD_FFI_BINDINGS"])
@@ -30,6 +31,7 @@ from ward_client_ffi import (  # noqa: E402
     WardMessage,
     WardOptions,
     WardReceiptKind,
+    WardRoleThread,
 )
 
 RELAY = os.environ["WARD_RELAY"]
@@ -442,10 +444,14 @@ def relay_cli(*args):
     return out.stdout.strip()
 
 
-class RoleTest(unittest.IsolatedAsyncioTestCase):
-    """On-call roles (spec/15): an administrator key kept off the relay, a
-    schedule signed with it and published, a send to whoever holds the role;
-    a relay that trusts another key cannot redirect the role."""
+ROLE = "cardiology-oncall"
+HOUR = 3600
+
+
+class RoleRelayCase(unittest.IsolatedAsyncioTestCase):
+    """A relay with three clinicians, and the administrator's role tools
+    (spec/15): a key made apart from the relay, schedules signed with it and
+    published. Shared by the role tests; runs no test of its own."""
 
     async def asyncSetUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ward-ffi-roles-")
@@ -462,23 +468,19 @@ class RoleTest(unittest.IsolatedAsyncioTestCase):
         return os.path.join(self.tmp, name)
 
     def keygen(self, name):
+        """A new administrator key in the file `name`; returns its public key in hex."""
         return relay_cli("--data-dir", self.data, "admin", "role", "keygen", "--out", self.path(name))
 
-    def sign_and_publish(self, key_name, trusted_public, version, holder):
-        import time
-
-        now = int(time.time())
+    def publish_rota(self, key_name, trusted_public, version, shifts):
+        """Signs version `version` of the role's schedule, with the shifts
+        `(user, from, to)` (seconds since the epoch), under the key
+        `key_name`, and publishes it to a relay that trusts
+        `trusted_public`. Returns what `role publish` printed."""
         schedule = self.path(f"schedule-{version}.toml")
         with open(schedule, "w") as f:
-            f.write(
-                'role_id = "cardiology-oncall"\n'
-                'display_name = "On-call cardiology"\n'
-                f"version = {version}\n"
-                "[[assignment]]\n"
-                f'user = "{holder}"\n'
-                f"from = {now - 3600}\n"
-                f"to = {now + 3600}\n"
-            )
+            f.write(f'role_id = "{ROLE}"\ndisplay_name = "On-call cardiology"\nversion = {version}\n')
+            for user, start, end in shifts:
+                f.write(f'[[assignment]]\nuser = "{user}"\nfrom = {start}\nto = {end}\n')
         signed = self.path(f"schedule-{version}.signed")
         relay_cli("admin", "role", "sign", "--key", self.path(key_name), "--schedule", schedule, "--out", signed)
         config = self.path(f"relay-{version}.toml")
@@ -486,12 +488,23 @@ class RoleTest(unittest.IsolatedAsyncioTestCase):
             f.write(f'data_dir = "{self.data}"\nrole_admin_keys = ["{trusted_public}"]\n')
         return relay_cli("--config", config, "admin", "role", "publish", signed)
 
+    def sign_and_publish(self, key_name, trusted_public, version, holder):
+        """A schedule in which `holder` holds the role for the hour around now."""
+        now = int(time.time())
+        return self.publish_rota(key_name, trusted_public, version, [(holder, now - HOUR, now + HOUR)])
+
     async def enroll(self, user, n, role_keys=()):
         token = issue_token(self.data, user)
         opts = WardOptions(auto_lock_after_ms=0, role_admin_keys=list(role_keys))
         return await bounded(
             WardDevice.enroll(self.path(f"{user}.ward"), key(n), self.addr, self.fingerprint, token, opts)
         )
+
+
+class RoleTest(RoleRelayCase):
+    """On-call roles (spec/15): an administrator key kept off the relay, a
+    schedule signed with it and published, a send to whoever holds the role;
+    a relay that trusts another key cannot redirect the role."""
 
     async def test_a_message_to_a_role_reaches_its_holder_and_a_forged_schedule_is_refused(self):
         public = self.keygen("admin.key")
@@ -501,7 +514,7 @@ class RoleTest(unittest.IsolatedAsyncioTestCase):
         adams = await self.enroll("dr.adams", 2)
         baker = await self.enroll("dr.baker", 3)
 
-        sent = await bounded(nurse.send_to_role("cardiology-oncall", "Bed 4: chest pain", True))
+        sent = await bounded(nurse.send_to_role(ROLE, "Bed 4: chest pain", True))
         self.assertEqual(sent.holders, ["dr.adams"])
         self.assertEqual(sent.schedule_version, 1)
         got = await next_message(adams)
@@ -513,9 +526,99 @@ class RoleTest(unittest.IsolatedAsyncioTestCase):
         forger = self.keygen("forger.key")
         self.sign_and_publish("forger.key", forger, 2, "dr.baker")
         with self.assertRaises(WardError.RoleRefused):
-            await bounded(nurse.send_to_role("cardiology-oncall", "redirected?", False))
+            await bounded(nurse.send_to_role(ROLE, "redirected?", False))
         with self.assertRaises(asyncio.TimeoutError):
             await asyncio.wait_for(next_message(baker), 1.0)
+        for device in (nurse, adams, baker):
+            await bounded(device.shutdown())
+
+
+async def next_handoff(device):
+    """The next RoleHandoff or HandoffRefused event; others are skipped."""
+    while True:
+        event = await bounded(device.next_event())
+        if isinstance(event, (WardEvent.ROLE_HANDOFF, WardEvent.HANDOFF_REFUSED)):
+            return event
+
+
+class HandoffTest(RoleRelayCase):
+    """A shift change (spec/15, "Threads and handoff"): the nurse writes to
+    the role, the day holder answers in her thread, a new version of the rota
+    ends the day holder's hold, and the day holder's device hands the thread
+    to the night holder, end to end; the night holder answers the nurse in
+    the same thread."""
+
+    async def test_the_outgoing_holder_hands_the_thread_to_the_next(self):
+        public = self.keygen("admin.key")
+        pinned = [bytes.fromhex(public)]
+        now = int(time.time())
+        self.publish_rota(
+            "admin.key",
+            public,
+            1,
+            [("dr.adams", now - 3 * HOUR, now + 3 * HOUR), ("dr.baker", now + 3 * HOUR, now + 15 * HOUR)],
+        )
+        nurse = await self.enroll("nurse.diaz", 1, pinned)
+        adams = await self.enroll("dr.adams", 2, pinned)
+        baker = await self.enroll("dr.baker", 3, pinned)
+        thread = WardRoleThread(role_id=ROLE, party="nurse.diaz")
+
+        # Day shift: the nurse writes to the role; Dr Adams answers in her thread.
+        sent = await bounded(nurse.send_to_role(ROLE, "Bed 4: chest pain, troponin pending", True))
+        self.assertEqual(sent.holders, ["dr.adams"])
+        got = await next_message(adams)
+        self.assertEqual((got.message_id, got.role), (sent.message_id, thread))
+        reply = await bounded(adams.reply_in_role_thread(ROLE, "nurse.diaz", "Coming. ECG please", False))
+        self.assertEqual((reply.holders, reply.schedule_version), (["dr.adams"], 1))
+        got = await next_message(nurse)
+        self.assertEqual(
+            (got.sender_user, got.message_id, got.text, got.role),
+            ("dr.adams", reply.message_id, "Coming. ECG please", thread),
+        )
+        # His hold has not ended: nothing to hand over.
+        self.assertEqual(await bounded(adams.hand_off_roles()), [])
+
+        # The rota changes: Dr Adams's hold ended a minute ago, Dr Baker's began.
+        change = now - 60
+        self.publish_rota(
+            "admin.key",
+            public,
+            2,
+            [("dr.adams", now - 3 * HOUR, change), ("dr.baker", change, now + 12 * HOUR)],
+        )
+        handed = await bounded(adams.hand_off_roles())
+        self.assertEqual(len(handed), 1)
+        self.assertEqual(
+            (handed[0].role_id, handed[0].ends_at, handed[0].to_users, handed[0].messages),
+            (ROLE, change, ["dr.baker"], 2),
+        )
+        event = await next_handoff(baker)
+        self.assertIsInstance(event, WardEvent.ROLE_HANDOFF)
+        self.assertEqual((event.role_id, event.from_user, event.ends_at), (ROLE, "dr.adams", change))
+        self.assertEqual(
+            [(m.from_user, m.message_id, m.text, m.urgent, m.party) for m in event.messages],
+            [
+                ("nurse.diaz", sent.message_id, "Bed 4: chest pain, troponin pending", True, "nurse.diaz"),
+                ("dr.adams", reply.message_id, "Coming. ECG please", False, "nurse.diaz"),
+            ],
+        )
+        self.assertTrue(all(m.sent_at_ms > 0 for m in event.messages))
+        # Handed over once: asking again sends nothing.
+        self.assertEqual(await bounded(adams.hand_off_roles()), [])
+
+        # The next message to the role reaches Dr Baker directly, and his
+        # reply in the thread reaches the nurse.
+        sent = await bounded(nurse.send_to_role(ROLE, "Bed 9: review", False))
+        self.assertEqual((sent.holders, sent.schedule_version), (["dr.baker"], 2))
+        got = await next_message(baker)
+        self.assertEqual((got.message_id, got.text, got.role), (sent.message_id, "Bed 9: review", thread))
+        reply = await bounded(baker.reply_in_role_thread(ROLE, "nurse.diaz", "Seen beds 4 and 9", False))
+        self.assertEqual(reply.holders, ["dr.baker"])
+        got = await next_message(nurse)
+        self.assertEqual(
+            (got.sender_user, got.message_id, got.role), ("dr.baker", reply.message_id, thread)
+        )
+        self.assertEqual(messages(await events_for(adams, 0.5)), [])
         for device in (nurse, adams, baker):
             await bounded(device.shutdown())
 
