@@ -13,6 +13,7 @@ use core::time::Duration;
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
 use criterion::{BatchSize, Criterion};
+use curve25519_dalek::MontgomeryPoint;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -44,9 +45,21 @@ fn x25519(c: &mut Criterion) {
     let public = PublicKey::from(&StaticSecret::from(bytes));
 
     let mut group = c.benchmark_group("x25519");
-    // What `ratchet::agree` does: a variable-base scalar multiplication.
+    // A variable-base scalar multiplication by x25519-dalek's Montgomery
+    // ladder (what `ratchet::agree` did before dh.rs).
     group.bench_function("dh", |b| {
         b.iter(|| black_box(&secret).diffie_hellman(black_box(&public)));
+    });
+    // What `ratchet::agree` does now (dh.rs): to the Edwards form, the
+    // vectorised multiplication there, back to the Montgomery u.
+    group.bench_function("dh_edwards", |b| {
+        b.iter(|| {
+            MontgomeryPoint(black_box(public.to_bytes()))
+                .to_edwards(0)
+                .unwrap()
+                .mul_clamped(black_box(secret.to_bytes()))
+                .to_montgomery()
+        });
     });
     // What `LocalRatchet::generate` does after drawing 32 bytes.
     group.bench_function("keygen_base_point", |b| {

@@ -45,6 +45,7 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+mod dh;
 mod encoding;
 pub mod error;
 pub mod group;
