@@ -267,6 +267,29 @@ fn ml_kem(c: &mut Criterion) {
     group.bench_function("decapsulate", |b| {
         b.iter(|| black_box(&dk).decapsulate(black_box(&ct)));
     });
+
+    // What ward-core calls now (kem.rs): libcrux-ml-kem, AVX2 where the CPU
+    // has it. Same seed, so the same keys.
+    use libcrux_ml_kem::mlkem768;
+    let (private, public) = mlkem768::generate_key_pair(seed).into_parts();
+    assert_eq!(public.as_slice()[..], ek_bytes[..]);
+    let (libcrux_ct, _) = mlkem768::encapsulate(&public, [3; 32]);
+    group.bench_function("libcrux_encapsulation_key_check", |b| {
+        b.iter(|| mlkem768::validate_public_key(black_box(&public)));
+    });
+    group.bench_function("libcrux_encapsulate", |b| {
+        b.iter(|| {
+            let mut m = [0u8; 32];
+            rng.fill_bytes(&mut m);
+            mlkem768::encapsulate(black_box(&public), m)
+        });
+    });
+    group.bench_function("libcrux_decapsulate", |b| {
+        b.iter(|| mlkem768::decapsulate(black_box(&private), black_box(&libcrux_ct)));
+    });
+    group.bench_function("libcrux_key_pair_from_seed", |b| {
+        b.iter(|| mlkem768::generate_key_pair(black_box(seed)));
+    });
     group.finish();
 }
 

@@ -52,6 +52,7 @@ pub mod group;
 pub mod hazmat;
 pub mod identity;
 mod kdf;
+mod kem;
 pub mod limits;
 pub mod message;
 pub mod prekeys;
