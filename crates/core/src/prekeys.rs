@@ -382,12 +382,25 @@ impl PreKeyBundle {
     /// Decodes a bundle and verifies both of its signatures and its ML-KEM
     /// key. X25519 keys are checked when used (non-contributory results fail).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        Self::decode_known(bytes, &[])
+    }
+
+    /// [`Self::decode`] for an initiator that already holds verified
+    /// identities of the device (from its own store, or an earlier bundle):
+    /// if the bundle's identity equals one of `known` in all 128 bytes,
+    /// compared in constant time, its Ed25519 binding signature is not
+    /// verified again. Any other identity is verified in full, and the
+    /// signed prekeys' signature and the ML-KEM key are always checked. So
+    /// this returns exactly what [`Self::decode`] returns for the same
+    /// bytes, only sooner for a known device.
+    pub fn decode_known(bytes: &[u8], known: &[DeviceIdentity]) -> Result<Self> {
         let body = expect_format(bytes, format::PREKEY_BUNDLE)?;
         let p = pb::PreKeyBundle::decode(body)?;
-        let (identity, verifying) = DeviceIdentity::from_proto_with_key(
+        let (identity, verifying) = DeviceIdentity::from_proto_known_with_key(
             p.identity
                 .as_ref()
                 .ok_or(DecodeError::MissingField("bundle.identity"))?,
+            known,
         )?;
         let signed = SignedPreKeys::from_proto(
             p.signed_prekeys

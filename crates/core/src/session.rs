@@ -210,7 +210,10 @@ impl Session {
         match MessageKind::of(bytes)? {
             MessageKind::Ratchet => self.decrypt_ratchet(bytes),
             MessageKind::PreKey => {
-                let message = PreKeyMessage::decode(bytes)?;
+                // The peer's identity was verified when the session was
+                // made: a pre-key message carrying it is not verified again.
+                let message =
+                    PreKeyMessage::decode_known(bytes, core::slice::from_ref(&self.inner.remote))?;
                 let same_handshake: bool = message
                     .handshake_digest()
                     .ct_eq(&self.inner.handshake_digest)
