@@ -13,6 +13,7 @@ use core::time::Duration;
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
 use criterion::{BatchSize, Criterion};
+use curve25519_dalek::MontgomeryPoint;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -44,9 +45,21 @@ fn x25519(c: &mut Criterion) {
     let public = PublicKey::from(&StaticSecret::from(bytes));
 
     let mut group = c.benchmark_group("x25519");
-    // What `ratchet::agree` does: a variable-base scalar multiplication.
+    // A variable-base scalar multiplication by x25519-dalek's Montgomery
+    // ladder (what `ratchet::agree` did before dh.rs).
     group.bench_function("dh", |b| {
         b.iter(|| black_box(&secret).diffie_hellman(black_box(&public)));
+    });
+    // What `ratchet::agree` does now (dh.rs): to the Edwards form, the
+    // vectorised multiplication there, back to the Montgomery u.
+    group.bench_function("dh_edwards", |b| {
+        b.iter(|| {
+            MontgomeryPoint(black_box(public.to_bytes()))
+                .to_edwards(0)
+                .unwrap()
+                .mul_clamped(black_box(secret.to_bytes()))
+                .to_montgomery()
+        });
     });
     // What `LocalRatchet::generate` does after drawing 32 bytes.
     group.bench_function("keygen_base_point", |b| {
@@ -253,6 +266,29 @@ fn ml_kem(c: &mut Criterion) {
     });
     group.bench_function("decapsulate", |b| {
         b.iter(|| black_box(&dk).decapsulate(black_box(&ct)));
+    });
+
+    // What ward-core calls now (kem.rs): libcrux-ml-kem, AVX2 where the CPU
+    // has it. Same seed, so the same keys.
+    use libcrux_ml_kem::mlkem768;
+    let (private, public) = mlkem768::generate_key_pair(seed).into_parts();
+    assert_eq!(public.as_slice()[..], ek_bytes[..]);
+    let (libcrux_ct, _) = mlkem768::encapsulate(&public, [3; 32]);
+    group.bench_function("libcrux_encapsulation_key_check", |b| {
+        b.iter(|| mlkem768::validate_public_key(black_box(&public)));
+    });
+    group.bench_function("libcrux_encapsulate", |b| {
+        b.iter(|| {
+            let mut m = [0u8; 32];
+            rng.fill_bytes(&mut m);
+            mlkem768::encapsulate(black_box(&public), m)
+        });
+    });
+    group.bench_function("libcrux_decapsulate", |b| {
+        b.iter(|| mlkem768::decapsulate(black_box(&private), black_box(&libcrux_ct)));
+    });
+    group.bench_function("libcrux_key_pair_from_seed", |b| {
+        b.iter(|| mlkem768::generate_key_pair(black_box(seed)));
     });
     group.finish();
 }

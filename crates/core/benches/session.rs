@@ -19,7 +19,8 @@ use criterion::{BatchSize, Criterion};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use ward_core::{
-    IdentityKeyPair, OneTimePreKeyPair, PreKeyBundle, PreKeyMessage, Session, SignedPreKeyPair,
+    DeviceIdentity, IdentityKeyPair, OneTimePreKeyPair, PreKeyBundle, PreKeyMessage, Session,
+    SignedPreKeyPair,
 };
 
 /// The message size of the "same chain" and setup benchmarks.
@@ -61,6 +62,13 @@ impl Device {
 
     fn accept(&self, first: &[u8]) -> (Session, Vec<u8>) {
         let message = PreKeyMessage::decode(first).unwrap();
+        Session::accept(&self.identity, &self.signed, Some(&self.one_time), &message).unwrap()
+    }
+
+    /// [`Self::accept`] by a responder that already holds the sender's
+    /// verified identity (its own store, the sender's device list).
+    fn accept_known(&self, first: &[u8], known: &[DeviceIdentity]) -> (Session, Vec<u8>) {
+        let message = PreKeyMessage::decode_known(first, known).unwrap();
         Session::accept(&self.identity, &self.signed, Some(&self.one_time), &message).unwrap()
     }
 }
@@ -227,6 +235,35 @@ fn setup(c: &mut Criterion) {
             let mut s = Session::initiate(&mut rng_full, &alice.identity, &bundle).unwrap();
             let wire = s.encrypt(&mut rng_full, black_box(&plaintext)).unwrap();
             let (responder, text) = bob.accept(&wire);
+            debug_assert_eq!(text.len(), MESSAGE_LEN);
+            (s, responder, text)
+        });
+    });
+
+    // The same, where each side already holds the other's verified identity
+    // (from an earlier session, the directory, a verified safety number):
+    // the identity bindings are not verified again; the signed prekeys'
+    // signature and every other check still run.
+    let alice_known = [alice.identity.public().clone()];
+    let bob_known = [bob.identity.public().clone()];
+    group.bench_function("bundle_decode_known_identity", |b| {
+        b.iter(|| PreKeyBundle::decode_known(black_box(&bundle_bytes), &bob_known).unwrap());
+    });
+    group.bench_function("prekey_message_decode_known_identity", |b| {
+        b.iter(|| PreKeyMessage::decode_known(black_box(&first), &alice_known).unwrap());
+    });
+    group.bench_function("responder_known_identity", |b| {
+        b.iter(|| bob.accept_known(black_box(&first), &alice_known));
+    });
+    let mut rng_full_known = rng(16);
+    group.bench_function("full_known_identities", |b| {
+        b.iter(|| {
+            let bundle = PreKeyBundle::decode_known(black_box(&bundle_bytes), &bob_known).unwrap();
+            let mut s = Session::initiate(&mut rng_full_known, &alice.identity, &bundle).unwrap();
+            let wire = s
+                .encrypt(&mut rng_full_known, black_box(&plaintext))
+                .unwrap();
+            let (responder, text) = bob.accept_known(&wire, &alice_known);
             debug_assert_eq!(text.len(), MESSAGE_LEN);
             (s, responder, text)
         });

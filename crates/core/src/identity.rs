@@ -217,11 +217,7 @@ impl DeviceIdentity {
 
     /// Whether two identities are the same, in constant time.
     pub fn ct_eq(&self, other: &Self) -> bool {
-        bool::from(
-            self.signing_key.ct_eq(&other.signing_key)
-                & self.dh_key.ct_eq(&other.dh_key)
-                & self.signature.ct_eq(&other.signature),
-        )
+        bool::from(self.ct_eq_choice(other))
     }
 
     pub(crate) fn to_proto(&self) -> pb::DeviceIdentity {
@@ -239,6 +235,62 @@ impl DeviceIdentity {
     /// [`Self::from_proto`] with the verifying key, for further signatures.
     pub(crate) fn from_proto_with_key(p: &pb::DeviceIdentity) -> Result<(Self, VerifyingKey)> {
         Self::checked(&p.signing_key, &p.dh_key, &p.dh_key_signature)
+    }
+
+    /// [`Self::from_proto`] for a caller that already holds verified
+    /// identities: one equal to an identity of `known` in all 128 bytes
+    /// (compared in constant time) is that identity, so its binding
+    /// signature is not verified again. Any other is checked in full. The
+    /// result is exactly [`Self::from_proto`]'s for every input: the same
+    /// identity, or the same error.
+    pub(crate) fn from_proto_known(
+        p: &pb::DeviceIdentity,
+        known: &[DeviceIdentity],
+    ) -> Result<Self> {
+        match Self::find_known(p, known)? {
+            Some(identity) => Ok(identity),
+            None => Self::from_proto(p),
+        }
+    }
+
+    /// [`Self::from_proto_with_key`] with [`Self::from_proto_known`]'s
+    /// shortcut; the key is decompressed either way.
+    pub(crate) fn from_proto_known_with_key(
+        p: &pb::DeviceIdentity,
+        known: &[DeviceIdentity],
+    ) -> Result<(Self, VerifyingKey)> {
+        match Self::find_known(p, known)? {
+            Some(identity) => {
+                // Cannot fail: the known identity's key decompressed when it
+                // was verified.
+                let verifying = VerifyingKey::from_bytes(&identity.signing_key)
+                    .map_err(|_| DecodeError::InvalidKey("identity.signing_key"))?;
+                Ok((identity, verifying))
+            }
+            None => Self::from_proto_with_key(p),
+        }
+    }
+
+    /// The fields' lengths are checked first and in the same order as
+    /// [`Self::checked`] does, so a malformed identity fails the same way;
+    /// then the identity of `known` equal to it, if any.
+    fn find_known(p: &pb::DeviceIdentity, known: &[DeviceIdentity]) -> Result<Option<Self>> {
+        let candidate = Self {
+            signing_key: fixed::<32>("identity.signing_key", &p.signing_key)?,
+            dh_key: fixed::<32>("identity.dh_key", &p.dh_key)?,
+            signature: fixed::<64>("identity.dh_key_signature", &p.dh_key_signature)?,
+        };
+        let mut found = subtle::Choice::from(0);
+        for identity in known {
+            found |= candidate.ct_eq_choice(identity);
+        }
+        Ok(bool::from(found).then_some(candidate))
+    }
+
+    fn ct_eq_choice(&self, other: &Self) -> subtle::Choice {
+        self.signing_key.ct_eq(&other.signing_key)
+            & self.dh_key.ct_eq(&other.dh_key)
+            & self.signature.ct_eq(&other.signature)
     }
 
     /// Rebuilds an identity from the caller's own encrypted session store

@@ -45,12 +45,14 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+mod dh;
 mod encoding;
 pub mod error;
 pub mod group;
 pub mod hazmat;
 pub mod identity;
 mod kdf;
+mod kem;
 pub mod limits;
 pub mod message;
 pub mod prekeys;

@@ -119,12 +119,25 @@ pub struct PreKeyMessage {
 impl PreKeyMessage {
     /// Decodes `0x02 || protobuf PreKeyMessage` and verifies the identity in it.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        Self::decode_known(bytes, &[])
+    }
+
+    /// [`Self::decode`] for a responder that already holds verified
+    /// identities of the sender (every [`DeviceIdentity`] was verified when
+    /// it was made; say, from its own store or the sender's device list):
+    /// if the message's identity equals one of `known` in all 128 bytes,
+    /// compared in constant time, its Ed25519 binding signature is not
+    /// verified again. Any other identity is verified in full. So this
+    /// returns exactly what [`Self::decode`] returns for the same bytes, the
+    /// same message or the same error, only sooner for a known sender.
+    pub fn decode_known(bytes: &[u8], known: &[DeviceIdentity]) -> Result<Self> {
         let body = expect_format(bytes, format::PREKEY_MESSAGE)?;
         let p = pb::PreKeyMessage::decode(body)?;
-        let identity = DeviceIdentity::from_proto(
+        let identity = DeviceIdentity::from_proto_known(
             p.identity
                 .as_ref()
                 .ok_or(DecodeError::MissingField("prekey_message.identity"))?,
+            known,
         )?;
         // The inner message must itself be well formed before anything is
         // computed from the handshake values.

@@ -5,8 +5,6 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use ed25519_dalek::VerifyingKey;
-use ml_kem::array::Array;
-use ml_kem::{DecapsulationKey, EncapsulationKey, KeyExport, MlKem768};
 use rand_core::CryptoRng;
 use ward_proto::{Message, core_v1 as pb};
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -15,6 +13,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::encoding::{expect_format, fixed, format};
 use crate::error::{DecodeError, Result};
 use crate::identity::{DeviceIdentity, IdentityKeyPair, verify_with};
+use crate::kem::{DecapsulationKey, EncapsulationKey};
 
 /// Prefix of the message the identity key signs over a signed prekey set.
 pub const SIGNED_PREKEYS_LABEL: &[u8] = b"Ward v1 signed prekeys\0";
@@ -29,7 +28,7 @@ pub const KEM_CIPHERTEXT_LEN: usize = 1088;
 pub struct SignedPreKeyPair {
     dh: StaticSecret,
     kem_seed: Zeroizing<[u8; 64]>,
-    kem: Box<DecapsulationKey<MlKem768>>,
+    kem: DecapsulationKey,
     public: SignedPreKeys,
 }
 
@@ -65,7 +64,7 @@ pub struct OneTimePreKey {
 pub struct PreKeyBundle {
     identity: DeviceIdentity,
     signed: SignedPreKeys,
-    kem_key: Box<EncapsulationKey<MlKem768>>,
+    kem_key: EncapsulationKey,
     one_time: Option<OneTimePreKey>,
 }
 
@@ -93,9 +92,7 @@ impl SignedPreKeyPair {
         kem_seed: Zeroizing<[u8; 64]>,
     ) -> Self {
         let dh = StaticSecret::from(*dh);
-        let kem = Box::new(DecapsulationKey::<MlKem768>::from_seed(Array(*kem_seed)));
-        let mut kem_key = Box::new([0u8; KEM_PUBLIC_KEY_LEN]);
-        kem_key.copy_from_slice(&kem.encapsulation_key().to_bytes());
+        let (kem, kem_key) = DecapsulationKey::from_seed(&kem_seed);
         let dh_key = PublicKey::from(&dh).to_bytes();
         let signature = identity.sign(&signed_message(id, created_at, &dh_key, &kem_key[..]));
         Self {
@@ -162,7 +159,7 @@ impl SignedPreKeyPair {
         &self.dh
     }
 
-    pub(crate) fn kem(&self) -> &DecapsulationKey<MlKem768> {
+    pub(crate) fn kem(&self) -> &DecapsulationKey {
         &self.kem
     }
 }
@@ -244,11 +241,9 @@ impl SignedPreKeys {
         Ok(parsed)
     }
 
-    fn parse_kem_key(&self) -> Result<EncapsulationKey<MlKem768>> {
-        let key = Array::try_from(&self.kem_key[..])
-            .map_err(|_| DecodeError::InvalidKey("signed_prekeys.kem_key"))?;
-        EncapsulationKey::<MlKem768>::new(&key)
-            .map_err(|_| DecodeError::InvalidKey("signed_prekeys.kem_key").into())
+    fn parse_kem_key(&self) -> Result<EncapsulationKey> {
+        EncapsulationKey::new(&self.kem_key)
+            .ok_or_else(|| DecodeError::InvalidKey("signed_prekeys.kem_key").into())
     }
 }
 
@@ -375,7 +370,7 @@ impl PreKeyBundle {
         let verifying = VerifyingKey::from_bytes(identity.signing_key())
             .map_err(|_| DecodeError::InvalidKey("identity.signing_key"))?;
         let signed = SignedPreKeys::from_proto(&signed.to_proto(), &verifying)?;
-        let kem_key = Box::new(signed.parse_kem_key()?);
+        let kem_key = signed.parse_kem_key()?;
         Ok(Self {
             identity,
             signed,
@@ -387,12 +382,25 @@ impl PreKeyBundle {
     /// Decodes a bundle and verifies both of its signatures and its ML-KEM
     /// key. X25519 keys are checked when used (non-contributory results fail).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        Self::decode_known(bytes, &[])
+    }
+
+    /// [`Self::decode`] for an initiator that already holds verified
+    /// identities of the device (from its own store, or an earlier bundle):
+    /// if the bundle's identity equals one of `known` in all 128 bytes,
+    /// compared in constant time, its Ed25519 binding signature is not
+    /// verified again. Any other identity is verified in full, and the
+    /// signed prekeys' signature and the ML-KEM key are always checked. So
+    /// this returns exactly what [`Self::decode`] returns for the same
+    /// bytes, only sooner for a known device.
+    pub fn decode_known(bytes: &[u8], known: &[DeviceIdentity]) -> Result<Self> {
         let body = expect_format(bytes, format::PREKEY_BUNDLE)?;
         let p = pb::PreKeyBundle::decode(body)?;
-        let (identity, verifying) = DeviceIdentity::from_proto_with_key(
+        let (identity, verifying) = DeviceIdentity::from_proto_known_with_key(
             p.identity
                 .as_ref()
                 .ok_or(DecodeError::MissingField("bundle.identity"))?,
+            known,
         )?;
         let signed = SignedPreKeys::from_proto(
             p.signed_prekeys
@@ -400,7 +408,7 @@ impl PreKeyBundle {
                 .ok_or(DecodeError::MissingField("bundle.signed_prekeys"))?,
             &verifying,
         )?;
-        let kem_key = Box::new(signed.parse_kem_key()?);
+        let kem_key = signed.parse_kem_key()?;
         let one_time = p
             .one_time_prekey
             .as_ref()
@@ -442,7 +450,7 @@ impl PreKeyBundle {
         self.one_time.as_ref()
     }
 
-    pub(crate) fn kem_key(&self) -> &EncapsulationKey<MlKem768> {
+    pub(crate) fn kem_key(&self) -> &EncapsulationKey {
         &self.kem_key
     }
 }

@@ -336,13 +336,10 @@ fn advance(chain: &Chain, target: u32) -> Result<(MessageKey, Chain, Vec<Skipped
     Ok((message_key, at, skipped))
 }
 
-/// X25519, refusing an all-zero (non-contributory) result.
+/// X25519 (through the Edwards form, see [`crate::dh`]), refusing an
+/// all-zero (non-contributory) result.
 pub(crate) fn agree(secret: &StaticSecret, public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
-    let shared = secret.diffie_hellman(&PublicKey::from(*public));
-    if !shared.was_contributory() {
-        return Err(Error::NonContributoryKey);
-    }
-    Ok(Zeroizing::new(shared.to_bytes()))
+    crate::dh::agree(secret, public).ok_or(Error::NonContributoryKey)
 }
 
 /// `AD = sender signing key || receiver signing key || header`.

@@ -6,8 +6,6 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
 
-use ml_kem::array::Array;
-use ml_kem::{Decapsulate, Encapsulate};
 use rand_core::CryptoRng;
 use subtle::ConstantTimeEq;
 use ward_proto::{Message, core_v1 as pb};
@@ -71,14 +69,12 @@ impl Session {
         if let Some(one_time) = bundle.one_time_prekey() {
             ikm.push(agree(&base.secret, &one_time.key)?.as_slice());
         }
-        let (kem_ciphertext, kem_secret) = bundle.kem_key().encapsulate_with_rng(rng);
-        ikm.push(kem_secret.as_ref());
+        let (kem_bytes, kem_secret) = bundle.kem_key().encapsulate(rng);
+        ikm.push(kem_secret.as_slice());
         let (root, chain_key) = kdf::handshake(
             ikm.as_slice(),
             &handshake_info(local.public(), remote, signed.dh_key(), &base_key),
         );
-        let mut kem_bytes = Box::new([0u8; KEM_CIPHERTEXT_LEN]);
-        kem_bytes.copy_from_slice(&kem_ciphertext);
         let one_time_prekey_id = bundle.one_time_prekey().map(|k| k.id);
         let digest = handshake_digest(
             local.public(),
@@ -145,8 +141,8 @@ impl Session {
         if let Some(one_time) = one_time {
             ikm.push(agree(one_time.secret(), &message.base_key)?.as_slice());
         }
-        let kem_secret = signed.kem().decapsulate(&Array(*message.kem_ciphertext));
-        ikm.push(kem_secret.as_ref());
+        let kem_secret = signed.kem().decapsulate(&message.kem_ciphertext);
+        ikm.push(kem_secret.as_slice());
         let (root, chain_key) = kdf::handshake(
             ikm.as_slice(),
             &handshake_info(
@@ -214,7 +210,10 @@ impl Session {
         match MessageKind::of(bytes)? {
             MessageKind::Ratchet => self.decrypt_ratchet(bytes),
             MessageKind::PreKey => {
-                let message = PreKeyMessage::decode(bytes)?;
+                // The peer's identity was verified when the session was
+                // made: a pre-key message carrying it is not verified again.
+                let message =
+                    PreKeyMessage::decode_known(bytes, core::slice::from_ref(&self.inner.remote))?;
                 let same_handshake: bool = message
                     .handshake_digest()
                     .ct_eq(&self.inner.handshake_digest)
