@@ -280,13 +280,7 @@ mod tests {
         /// a control that encodes back to the same content, never a panic.
         #[test]
         fn arbitrary_group_controls_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
-            let mut encoded = vec![0x1a];
-            prost::encoding::encode_varint(body.len() as u64, &mut encoded);
-            encoded.extend_from_slice(&body);
-            if let Ok(content) = decode(&super::super::pad(&encoded)) {
-                let again = encode(&content).unwrap();
-                proptest::prop_assert_eq!(decode(&again).unwrap(), content);
-            }
+            super::super::check_arbitrary_field(0x1a, &body)?;
         }
     }
 

@@ -112,17 +112,15 @@ fn now_secs() -> u64 {
     now_ms() / 1000
 }
 
-/// Splits `entries` into handoffs of at most [`MAX_HANDOFF_ENTRIES`] and
-/// [`HANDOFF_ENTRIES_BUDGET`] bytes of entries each.
-fn batches(entries: Vec<HandedOver>) -> Vec<Vec<HandedOver>> {
+/// Splits `entries`, each with the length of its stored encoding, into
+/// handoffs of at most [`MAX_HANDOFF_ENTRIES`] and
+/// [`HANDOFF_ENTRIES_BUDGET`] bytes of entries each, in order.
+fn batches(entries: Vec<(HandedOver, usize)>) -> Vec<Vec<HandedOver>> {
     let mut out: Vec<Vec<HandedOver>> = Vec::new();
     let mut size = 0;
-    for entry in entries {
-        // The message's own encoding plus its ids and framing.
-        let len = content::encode(&Content::Message(entry.message.clone()))
-            .map_or(MAX_PADDED_LEN, |e| e.len())
-            + entry.from_user.len()
-            + 32;
+    for (entry, encoded_len) in entries {
+        // The message's encoding plus its writer, id and framing.
+        let len = encoded_len + entry.from_user.len() + 32;
         match out.last_mut() {
             Some(batch)
                 if batch.len() < MAX_HANDOFF_ENTRIES && size + len <= HANDOFF_ENTRIES_BUDGET =>
@@ -217,14 +215,17 @@ impl Messenger {
         }
         let through_ms = now_ms();
         let entries = self.store.get()?.role_entries(role_id, since_ms)?;
-        let handed_over: Vec<HandedOver> = entries
+        let handed_over: Vec<(HandedOver, usize)> = entries
             .iter()
             .filter_map(|e| match content::decode(&e.content) {
-                Ok(Content::Message(message)) => Some(HandedOver {
-                    from_user: e.from_user.clone(),
-                    message_id: e.message_id,
-                    message,
-                }),
+                Ok(Content::Message(message)) => Some((
+                    HandedOver {
+                        from_user: e.from_user.clone(),
+                        message_id: e.message_id,
+                        message,
+                    },
+                    e.content.len(),
+                )),
                 _ => None,
             })
             .collect();
@@ -387,7 +388,14 @@ mod tests {
             .map(|n| entry(n, if n % 2 == 0 { MAX_TEXT_LEN } else { 100 }))
             .chain((7..1_500).map(|n| entry(n, 10)))
             .collect();
-        let split = batches(entries.clone());
+        let with_lengths = entries
+            .iter()
+            .map(|e| {
+                let encoded = content::encode(&Content::Message(e.message.clone())).unwrap();
+                (e.clone(), encoded.len())
+            })
+            .collect();
+        let split = batches(with_lengths);
         assert!(split.len() > 2);
         // Nothing lost, nothing repeated, the order kept.
         let flat: Vec<HandedOver> = split.iter().flatten().cloned().collect();
